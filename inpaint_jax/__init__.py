@@ -1,0 +1,1 @@
+"""inpaint_jax: JAX/Flax reimplementations of the classic deep image-inpainting systems."""
