@@ -1,0 +1,340 @@
+"""Tests for inpaint_jax.checkpointing: round trips, retention, mismatches, crashes, SIGTERM."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from inpaint_jax import checkpointing
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    g_params: dict
+    d_params: dict
+    g_opt_state: optax.OptState
+    d_opt_state: optax.OptState
+    batch_stats: dict
+    rng: jax.Array
+
+
+class TinyNet(nn.Module):
+    features: int
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Dense(self.features)(x)
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        return nn.Dense(1)(x)
+
+
+def _trained_variables(features: int, key: jax.Array):
+    """Params, Adam state after one update, and BatchNorm stats: all with non-trivial values."""
+    inputs = jax.random.normal(key, (4, 3))
+    variables = TinyNet(features).init(key, inputs)
+    tx = optax.adam(1e-2)
+    params = variables["params"]
+    opt_state = tx.init(params)
+    updates, opt_state = tx.update(params, opt_state, params)
+    batch_stats = jax.tree.map(lambda x: x + jax.random.uniform(key), variables["batch_stats"])
+    return optax.apply_updates(params, updates), opt_state, batch_stats
+
+
+def make_state(seed: int = 0, g_features: int = 4) -> TrainState:
+    """A small GAN training state shaped like the trainers' one."""
+    g_key, d_key = jax.random.split(jax.random.key(seed))
+    g_params, g_opt_state, g_stats = _trained_variables(g_features, g_key)
+    d_params, d_opt_state, d_stats = _trained_variables(2, d_key)
+    return TrainState(step=jnp.asarray(seed + 7, jnp.int32), g_params=g_params,
+                      d_params=d_params, g_opt_state=g_opt_state, d_opt_state=d_opt_state,
+                      batch_stats={"generator": g_stats, "discriminator": d_stats},
+                      rng=jax.random.key(seed + 100))
+
+
+def _comparable(leaf):
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(leaf))
+    return np.asarray(leaf)
+
+
+def assert_states_equal(actual, expected):
+    """Same pytree structure and node types, same leaf dtypes, bit-identical values."""
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for got, want in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(_comparable(got), _comparable(want))
+
+
+def directory_snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
+    """Every path under `root` with its mtime and (for files) its bytes."""
+    return {str(path.relative_to(root)): (path.stat().st_mtime_ns,
+                                          path.read_bytes() if path.is_file() else None)
+            for path in sorted(root.rglob("*"))}
+
+
+def step_directories(root: Path) -> list[str]:
+    return sorted(path.name for path in root.iterdir() if path.is_dir())
+
+
+@pytest.fixture
+def checkpointer(tmp_path):
+    with checkpointing.Checkpointer(tmp_path / "checkpoints", max_to_keep=3,
+                                    save_interval_steps=1) as ckpt:
+        yield ckpt
+
+
+def test_round_trip_restores_state_exactly(checkpointer):
+    state = make_state(seed=0)
+    config = {"model": {"width": 4}, "lr": 0.01, "phases": [1, 2]}
+    assert checkpointer.save(7, state, data_state=b"\x00\xffgrain-position", config=config)
+    checkpointer.wait_until_finished()
+
+    restored = checkpointer.restore(make_state(seed=5))
+
+    assert restored.step == 7
+    assert_states_equal(restored.state, state)
+    assert isinstance(restored.state, TrainState)
+    assert isinstance(restored.state.g_opt_state[0], optax.ScaleByAdamState)
+    assert jax.random.key_impl(restored.state.rng) == jax.random.key_impl(state.rng)
+    assert restored.config == config
+    assert restored.data_state == b"\x00\xffgrain-position"
+
+
+@pytest.mark.parametrize("data_state", [
+    b"\x00\x01\xfe\xffnot utf-8",
+    {"next_index": 12, "worker": {"seeds": [1, 2]}, "done": False},
+], ids=["bytes", "dict"])
+def test_data_state_round_trips_in_its_own_type(checkpointer, data_state):
+    checkpointer.save(1, make_state(), data_state=data_state)
+    checkpointer.wait_until_finished()
+    restored = checkpointer.restore(make_state())
+    assert type(restored.data_state) is type(data_state)
+    assert restored.data_state == data_state
+    assert restored.config is None
+
+
+def test_data_state_is_stored_per_process(checkpointer):
+    checkpointer.save(1, make_state(), data_state={"position": 3})
+    checkpointer.wait_until_finished()
+    files = list((checkpointer.directory / "1" / "data_state").glob("process_*.json"))
+    assert [file.name for file in files] == ["process_0-of-1.json"]
+
+
+def test_restore_without_data_state_for_this_process_explains(checkpointer):
+    checkpointer.save(1, make_state(), data_state={"position": 3})
+    checkpointer.wait_until_finished()
+    data_dir = checkpointer.directory / "1" / "data_state"
+    (data_dir / "process_0-of-1.json").rename(data_dir / "process_0-of-2.json")
+    with pytest.raises(checkpointing.CheckpointNotFoundError, match="process 0 of 1"):
+        checkpointer.restore(make_state())
+
+
+def test_python_scalars_and_numpy_leaves_round_trip(checkpointer):
+    checkpointer.save(2, {"count": 5, "scale": 0.25, "table": np.arange(4, dtype=np.int16)})
+    checkpointer.wait_until_finished()
+    restored = checkpointer.restore({"count": 0, "scale": 0.0, "table": np.zeros(4, np.int16)})
+    assert restored.state["count"] == 5 and type(restored.state["count"]) is int
+    assert restored.state["scale"] == 0.25 and type(restored.state["scale"]) is float
+    np.testing.assert_array_equal(restored.state["table"], np.arange(4, dtype=np.int16))
+
+
+def test_saves_on_the_interval_or_when_forced(tmp_path):
+    with checkpointing.Checkpointer(tmp_path, max_to_keep=None, save_interval_steps=3) as ckpt:
+        state = make_state()
+        saved = [step for step in range(1, 11) if ckpt.save(step, state)]
+        assert saved == [3, 6, 9]
+        assert ckpt.should_save(12) and not ckpt.should_save(13)
+        assert not ckpt.should_save(6)  # older than the latest checkpoint.
+        assert ckpt.save(10, state, force=True)
+        assert not ckpt.save(10, state, force=True)  # never overwrites a step.
+        ckpt.wait_until_finished()
+        assert ckpt.all_steps() == [3, 6, 9, 10]
+        assert ckpt.latest_step() == 10
+
+
+def test_keeps_only_the_newest_checkpoints(tmp_path):
+    with checkpointing.Checkpointer(tmp_path, max_to_keep=2, save_interval_steps=1) as ckpt:
+        for step in range(1, 6):
+            ckpt.save(step, make_state())
+        ckpt.wait_until_finished()
+        assert ckpt.all_steps() == [4, 5]
+    assert step_directories(tmp_path) == ["4", "5"]
+    with checkpointing.Checkpointer(tmp_path, max_to_keep=2) as reopened:
+        assert reopened.latest_step() == 5
+
+
+def _wider_generator(state):
+    return make_state(g_features=8)
+
+
+def _bfloat16_discriminator(state):
+    return state.replace(d_params=jax.tree.map(lambda x: x.astype(jnp.bfloat16), state.d_params))
+
+
+def _extra_generator_layer(state):
+    g_params = dict(state.g_params, Dense_2={"kernel": jnp.zeros((1, 1))})
+    return state.replace(g_params=g_params)
+
+
+@pytest.mark.parametrize("change_template, expected_fragments", [
+    (_wider_generator, ["g_params.Dense_0.kernel", "saved shape (3, 4)", "expected shape (3, 8)"]),
+    (_bfloat16_discriminator, ["d_params.Dense_0.kernel", "dtype float32", "dtype bfloat16"]),
+    (_extra_generator_layer, ["g_params.Dense_2.kernel", "missing from the checkpoint"]),
+], ids=["shape", "dtype", "structure"])
+def test_mismatched_template_raises_and_leaves_checkpoint_untouched(
+        tmp_path, change_template, expected_fragments):
+    with checkpointing.Checkpointer(tmp_path, save_interval_steps=1) as ckpt:
+        ckpt.save(4, make_state(), data_state=b"position", config={"width": 4})
+    with checkpointing.Checkpointer(tmp_path, save_interval_steps=1) as ckpt:
+        before = directory_snapshot(tmp_path)
+        with pytest.raises(checkpointing.CheckpointMismatchError) as raised:
+            ckpt.restore(change_template(make_state()))
+        assert directory_snapshot(tmp_path) == before
+        assert ckpt.latest_step() == 4
+    message = str(raised.value)
+    for fragment in expected_fragments + ["step 4", "--workdir"]:
+        assert fragment in message
+
+
+def test_restore_onto_sharded_template_uses_its_sharding(checkpointer):
+    state = make_state(seed=1)
+    checkpointer.save(3, state)
+    checkpointer.wait_until_finished()
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    assert len(jax.devices()) == 8
+
+    for template in (jax.device_put(make_state(seed=2), replicated),
+                     jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                                 sharding=replicated),
+                                  make_state(seed=2))):
+        restored = checkpointer.restore(template).state
+        assert_states_equal(restored, state)
+        for leaf in jax.tree.leaves(restored):
+            assert leaf.sharding == replicated
+
+
+def test_restore_of_a_missing_step_lists_the_available_ones(checkpointer):
+    with pytest.raises(checkpointing.CheckpointNotFoundError, match="none"):
+        checkpointer.restore(make_state())
+    checkpointer.save(3, make_state())
+    checkpointer.wait_until_finished()
+    with pytest.raises(checkpointing.CheckpointNotFoundError, match=r"step 5 .*\[3\]"):
+        checkpointer.restore(make_state(), step=5)
+
+
+def test_directory_under_a_regular_file_is_reported(tmp_path):
+    blocker = tmp_path / "workdir"
+    blocker.write_text("not a directory")
+    with pytest.raises(checkpointing.CheckpointDirectoryError, match=str(blocker / "checkpoints")):
+        checkpointing.Checkpointer(blocker / "checkpoints")
+
+
+def test_read_only_directory_is_reported(tmp_path):
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        if os.access(read_only, os.W_OK):
+            pytest.skip("permissions are not enforced for this user (root)")
+        with pytest.raises(checkpointing.CheckpointDirectoryError, match="read_only"):
+            checkpointing.Checkpointer(read_only / "checkpoints")
+    finally:
+        read_only.chmod(0o700)
+
+
+def test_rejects_bad_arguments(checkpointer, tmp_path):
+    with pytest.raises(ValueError, match="max_to_keep"):
+        checkpointing.Checkpointer(tmp_path / "other", max_to_keep=0)
+    with pytest.raises(ValueError, match="save_interval_steps"):
+        checkpointing.Checkpointer(tmp_path / "other", save_interval_steps=0)
+    with pytest.raises(TypeError, match="data_state must be bytes or a dict"):
+        checkpointer.save(1, make_state(), data_state=[1, 2])
+    with pytest.raises(TypeError, match="config to checkpoint must be JSON-serialisable"):
+        checkpointer.save(1, make_state(), config={"mean": np.zeros(3)})
+    assert checkpointer.all_steps() == []
+
+
+_CRASHING_SAVE = textwrap.dedent("""
+    import os, sys
+    import jax.numpy as jnp
+    from inpaint_jax import checkpointing
+
+    ckpt = checkpointing.Checkpointer(sys.argv[1], save_interval_steps=1, async_save=False)
+    ckpt.save(1, {"w": jnp.ones(3)}, data_state=b"one")
+    real_rename = os.rename
+
+    def die_before_commit(src, dst, **kwargs):
+        if ".orbax-checkpoint-tmp" in os.fspath(src):
+            os._exit(17)  # the process dies with every file written but nothing committed.
+        return real_rename(src, dst, **kwargs)
+
+    os.rename = die_before_commit
+    ckpt.save(2, {"w": jnp.full(3, 2.0)}, data_state=b"two")
+    print("the save finished although it should have crashed")
+""")
+
+
+def test_crash_during_save_leaves_no_checkpoint_behind(tmp_path):
+    directory = tmp_path / "checkpoints"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", _CRASHING_SAVE, str(directory)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 17, result.stdout + result.stderr
+    assert any(".orbax-checkpoint-tmp" in name for name in os.listdir(directory))
+
+    with checkpointing.Checkpointer(directory, save_interval_steps=1) as ckpt:
+        assert ckpt.all_steps() == [1]
+        restored = ckpt.restore({"w": jnp.zeros(3)})
+        np.testing.assert_array_equal(restored.state["w"], np.ones(3))
+        assert restored.data_state == b"one"
+        assert ckpt.save(2, {"w": jnp.full(3, 2.0)})
+        ckpt.wait_until_finished()
+        assert ckpt.all_steps() == [1, 2]
+    assert not any(".orbax-checkpoint-tmp" in name for name in os.listdir(directory))
+
+
+def test_sigterm_sets_the_flag_and_the_previous_handler_comes_back():
+    received = []
+
+    def previous_handler(signum, frame):
+        received.append(signum)
+
+    original = signal.signal(signal.SIGTERM, previous_handler)
+    try:
+        with checkpointing.PreemptionWatcher() as watcher:
+            assert not watcher.should_stop(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert watcher.should_stop(2)
+            assert watcher.signal_received == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is previous_handler
+        assert received == []  # the watcher took the signal instead of the old handler.
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
+def test_multiple_processes_defer_to_jax_preemption_sync(monkeypatch):
+    asked = []
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(checkpointing.multihost_utils, "reached_preemption_sync_point",
+                        lambda step: asked.append(step) or step == 5)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    with checkpointing.PreemptionWatcher() as watcher:
+        assert signal.getsignal(signal.SIGTERM) is handler_before
+        assert [watcher.should_stop(step) for step in (4, 5)] == [False, True]
+    assert asked == [4, 5]
