@@ -15,26 +15,32 @@ from ml_collections import config_flags
 from inpaint_jax import parallel
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Training config file, e.g. configs/glcic.py:runlocal.", lock_config=True)
+    "config", None, "Training config file, e.g. configs/glcic.py:runlocal.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  parallel.initialize_distributed()  # before any other JAX call.
-  logging.info("Process %d of %d, local devices %s, global devices %d.",
-               jax.process_index(), jax.process_count(), jax.local_devices(),
-               jax.device_count())
-  config = _CONFIG.value
-  try:
-    trainer = importlib.import_module(f"inpaint_jax.trainers.{config.trainer}")
-  except ModuleNotFoundError as e:
-    raise app.UsageError(
-        f"config.trainer={config.trainer!r} names no module in inpaint_jax/trainers.") from e
-  trainer.train_and_evaluate(config, _WORKDIR.value)
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    parallel.initialize_distributed()  # before any other JAX call.
+    logging.info(
+        "Process %d of %d, local devices %s, global devices %d.",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_devices(),
+        jax.device_count(),
+    )
+    config = _CONFIG.value
+    try:
+        trainer = importlib.import_module(f"inpaint_jax.trainers.{config.trainer}")
+    except ModuleNotFoundError as e:
+        raise app.UsageError(
+            f"config.trainer={config.trainer!r} names no module in inpaint_jax/trainers."
+        ) from e
+    trainer.train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)

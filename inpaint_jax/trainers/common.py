@@ -18,11 +18,11 @@ from typing import Any
 
 import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 from clu import metric_writers
+from jax.experimental import multihost_utils
 
 from inpaint_jax import checkpointing, masks, metrics, parallel
 from inpaint_jax.data import pipeline, sources
@@ -33,232 +33,253 @@ PyTree = Any
 
 @flax.struct.dataclass
 class GANTrainState:
-  """Everything a GAN run needs to continue exactly: one explicit pytree."""
+    """Everything a GAN run needs to continue exactly: one explicit pytree."""
 
-  step: jax.Array
-  g_params: PyTree
-  d_params: PyTree
-  g_opt_state: PyTree
-  d_opt_state: PyTree
-  batch_stats: PyTree  # {"g": ..., "d": ...} BatchNorm running statistics.
-  rng: jax.Array
+    step: jax.Array
+    g_params: PyTree
+    d_params: PyTree
+    g_opt_state: PyTree
+    d_opt_state: PyTree
+    batch_stats: PyTree  # {"g": ..., "d": ...} BatchNorm running statistics.
+    rng: jax.Array
 
 
 def prepare_workdir(workdir: str | os.PathLike) -> str:
-  """Creates `workdir` if needed and checks that it is writable."""
-  workdir = os.path.abspath(os.path.expanduser(os.fspath(workdir)))
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise PermissionError(
-        f"Workdir {workdir!r} is not writable ({e.strerror}). Pass a --workdir "
-        "you can write to.") from e
-  return workdir
+    """Creates `workdir` if needed and checks that it is writable."""
+    workdir = os.path.abspath(os.path.expanduser(os.fspath(workdir)))
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise PermissionError(
+            f"Workdir {workdir!r} is not writable ({e.strerror}). Pass a --workdir "
+            "you can write to."
+        ) from e
+    return workdir
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Builds the optax optimizer named by `config.name`."""
-  if config.name == "adadelta":
-    return optax.adadelta(config.learning_rate, rho=config.b1, eps=config.eps)
-  if config.name == "adam":
-    return optax.adam(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps)
-  if config.name == "sgd":
-    return optax.sgd(config.learning_rate, momentum=config.b1 or None)
-  raise ValueError(
-      f"Unknown optimizer {config.name!r}; choose one of 'adadelta', 'adam', 'sgd'.")
+    """Builds the optax optimizer named by `config.name`."""
+    if config.name == "adadelta":
+        return optax.adadelta(config.learning_rate, rho=config.b1, eps=config.eps)
+    if config.name == "adam":
+        return optax.adam(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps)
+    if config.name == "sgd":
+        return optax.sgd(config.learning_rate, momentum=config.b1 or None)
+    raise ValueError(f"Unknown optimizer {config.name!r}; choose one of 'adadelta', 'adam', 'sgd'.")
 
 
 def make_mask_fn(config: ml_collections.ConfigDict) -> masks.MaskFn:
-  """The hole generator described by `config.mask`."""
-  params = dict(config.mask)
-  kind = params.pop("kind")
-  return masks.make_mask_fn(kind, **params)
+    """The hole generator described by `config.mask`."""
+    return masks.make_mask_fn(
+        config.mask.kind, local_size=config.mask.local_size, **config.mask.params
+    )
 
 
 @dataclasses.dataclass
 class Datasets:
-  """The training iterator and a factory for the (finite) evaluation pass."""
+    """The training iterator and a factory for the (finite) evaluation pass."""
 
-  train: Iterator[dict[str, np.ndarray]]
-  eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]
+    train: Iterator[dict[str, np.ndarray]]
+    eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]
 
 
 def create_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Datasets:
-  """Per-process train and eval iterators for `config.data` on `mesh`."""
-  data = config.data
-  data_dir = os.path.expanduser(data.data_dir)
-  source_kwargs = dict(data_dir=data_dir, manual_dir=data.manual_dir or None)
-  train_source = sources.get_data_source(data.name, data.train_split, **source_kwargs)
-  eval_source = sources.get_data_source(data.name, data.eval_split, **source_kwargs)
-  mask_fn = make_mask_fn(config)
-  train = pipeline.create_train_iterator(
-      train_source,
-      batch_size=parallel.per_process_batch_size(config.global_batch_size, mesh),
-      crop_size=data.crop_size,
-      resize_range=tuple(data.resize_range) if data.resize_range else None,
-      mask_fn=mask_fn,
-      seed=config.seed,
-      worker_count=data.worker_count)
-  eval_batch_size = parallel.per_process_batch_size(config.eval.global_batch_size, mesh)
+    """Per-process train and eval iterators for `config.data` on `mesh`."""
+    data = config.data
+    data_dir = os.path.expanduser(data.data_dir)
+    source_kwargs = dict(data_dir=data_dir, manual_dir=data.manual_dir or None)
+    if jax.process_index() == 0:  # one process builds; the others wait, then read.
+        sources.build_dataset(data.name, **source_kwargs)
+    multihost_utils.sync_global_devices("dataset built")
+    train_source = sources.get_data_source(data.name, data.train_split, **source_kwargs)
+    eval_source = sources.get_data_source(data.name, data.eval_split, **source_kwargs)
+    mask_fn = make_mask_fn(config)
+    train = pipeline.create_train_iterator(
+        train_source,
+        batch_size=parallel.per_process_batch_size(config.global_batch_size, mesh),
+        crop_size=data.crop_size,
+        resize_range=tuple(data.resize_range) if data.resize_range else None,
+        mask_fn=mask_fn,
+        seed=config.seed,
+        worker_count=data.worker_count,
+    )
+    eval_batch_size = parallel.per_process_batch_size(config.eval.global_batch_size, mesh)
 
-  def eval_batches():
-    batches = pipeline.create_eval_iterator(
-        eval_source, batch_size=eval_batch_size, crop_size=data.crop_size,
-        mask_fn=mask_fn, seed=config.eval.mask_seed)
-    for index, batch in enumerate(batches):
-      if config.eval.max_batches and index >= config.eval.max_batches:
-        return
-      yield batch
+    def eval_batches():
+        batches = pipeline.create_eval_iterator(
+            eval_source,
+            batch_size=eval_batch_size,
+            crop_size=data.crop_size,
+            mask_fn=mask_fn,
+            seed=config.eval.mask_seed,
+        )
+        for index, batch in enumerate(batches):
+            if config.eval.max_batches and index >= config.eval.max_batches:
+                return
+            yield batch
 
-  return Datasets(train=train, eval_batches=eval_batches)
+    return Datasets(train=train, eval_batches=eval_batches)
 
 
-def restore_or_keep(checkpointer: checkpointing.Checkpointer, state: GANTrainState,
-                    train_iter) -> GANTrainState:
-  """Resumes `state` and the data position from the latest checkpoint, if any."""
-  if checkpointer.latest_step() is None:
-    return state
-  restored = checkpointer.restore(state)
-  if restored.data_state is not None:
-    train_iter.set_state(restored.data_state)
-  logging.info("Resumed from step %d.", int(restored.state.step))
-  return restored.state
+def restore_or_keep(
+    checkpointer: checkpointing.Checkpointer, state: GANTrainState, train_iter
+) -> GANTrainState:
+    """Resumes `state` and the data position from the latest checkpoint, if any."""
+    if checkpointer.latest_step() is None:
+        return state
+    restored = checkpointer.restore(state)
+    if restored.data_state is not None:
+        train_iter.set_state(restored.data_state)
+    logging.info("Resumed from step %d.", int(restored.state.step))
+    return restored.state
 
 
 def create_writer(workdir: str) -> metric_writers.MetricWriter:
-  """TensorBoard + console on process 0, console only elsewhere."""
-  return metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0, asynchronous=False)
+    """TensorBoard + console on process 0, console only elsewhere."""
+    return metric_writers.create_default_writer(
+        workdir, just_logging=jax.process_index() > 0, asynchronous=False
+    )
 
 
 def flatten_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Config as flat {"a.b": value} with values TensorBoard can show."""
-  flat = {}
-  def visit(prefix, node):
-    for key, value in node.items():
-      name = f"{prefix}{key}"
-      if isinstance(value, Mapping):
-        visit(name + ".", value)
-      else:
-        flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-  visit("", config.to_dict())
-  return flat
+    """Config as flat {"a.b": value} with values TensorBoard can show."""
+    flat = {}
+
+    def visit(prefix, node):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                visit(name + ".", value)
+            else:
+                flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    visit("", config.to_dict())
+    return flat
 
 
 def check_finite(step: int, scalars: Mapping[str, Any]) -> None:
-  """Stops the run with the offending step and term if any scalar is NaN/Inf."""
-  bad = [name for name, value in scalars.items() if not np.isfinite(np.asarray(value)).all()]
-  if bad:
-    raise FloatingPointError(
-        f"Non-finite value at step {step} in {', '.join(sorted(bad))}. The run "
-        "stops here; the last good checkpoint is kept. Lower the learning rate "
-        "or check the data.")
+    """Stops the run with the offending step and term if any scalar is NaN/Inf."""
+    bad = [name for name, value in scalars.items() if not np.isfinite(np.asarray(value)).all()]
+    if bad:
+        raise FloatingPointError(
+            f"Non-finite value at step {step} in {', '.join(sorted(bad))}. The run "
+            "stops here; the last good checkpoint is kept. Lower the learning rate "
+            "or check the data."
+        )
 
 
 class MetricsLog:
-  """Averages per-step scalar metrics between two writes, with throughput."""
+    """Averages per-step scalar metrics between two writes, with throughput."""
 
-  def __init__(self, writer: metric_writers.MetricWriter, global_batch_size: int):
-    self._writer = writer
-    self._global_batch_size = global_batch_size
-    self._pending: list[tuple[int, dict[str, jax.Array]]] = []
-    self._checked: list[dict[str, np.ndarray]] = []
-    self._start = time.perf_counter()
+    def __init__(self, writer: metric_writers.MetricWriter, global_batch_size: int):
+        self._writer = writer
+        self._global_batch_size = global_batch_size
+        self._pending: list[tuple[int, dict[str, jax.Array]]] = []
+        self._checked: list[dict[str, np.ndarray]] = []
+        self._start = time.perf_counter()
 
-  def add(self, step: int, step_metrics: dict[str, jax.Array]) -> None:
-    """Records step `step`'s metrics and checks the previous step's for NaN.
+    def add(self, step: int, step_metrics: dict[str, jax.Array]) -> None:
+        """Records step `step`'s metrics and checks the previous step's for NaN.
 
-    Checking one step late keeps the host from waiting for the device.
-    """
-    self.check()
-    self._pending.append((step, step_metrics))
+        Checking one step late keeps the host from waiting for the device.
+        """
+        self.check()
+        self._pending.append((step, step_metrics))
 
-  def check(self) -> None:
-    """Fetches and NaN-checks every recorded step not checked yet."""
-    for step, values in self._pending:
-      values = jax.device_get(values)
-      check_finite(step, values)
-      self._checked.append(values)
-    self._pending = []
+    def check(self) -> None:
+        """Fetches and NaN-checks every recorded step not checked yet."""
+        for step, values in self._pending:
+            values = jax.device_get(values)
+            check_finite(step, values)
+            self._checked.append(values)
+        self._pending = []
 
-  def write(self, step: int) -> None:
-    """Writes the averages since the last write, plus steps/s and images/s."""
-    self.check()
-    if not self._checked:
-      return
-    elapsed = time.perf_counter() - self._start
-    keys = sorted({k for values in self._checked for k in values})
-    summary = {k: float(np.mean([v[k] for v in self._checked if k in v])) for k in keys}
-    steps_per_sec = len(self._checked) / max(elapsed, 1e-9)
-    summary["steps_per_sec"] = steps_per_sec
-    summary["images_per_sec"] = steps_per_sec * self._global_batch_size
-    summary["images_per_sec_per_device"] = summary["images_per_sec"] / jax.device_count()
-    self._writer.write_scalars(step, summary)
-    self._checked = []
-    self._start = time.perf_counter()
+    def write(self, step: int) -> None:
+        """Writes the averages since the last write, plus steps/s and images/s."""
+        self.check()
+        if not self._checked:
+            return
+        elapsed = time.perf_counter() - self._start
+        keys = sorted({k for values in self._checked for k in values})
+        summary = {k: float(np.mean([v[k] for v in self._checked if k in v])) for k in keys}
+        steps_per_sec = len(self._checked) / max(elapsed, 1e-9)
+        summary["steps_per_sec"] = steps_per_sec
+        summary["images_per_sec"] = steps_per_sec * self._global_batch_size
+        summary["images_per_sec_per_device"] = summary["images_per_sec"] / jax.device_count()
+        self._writer.write_scalars(step, summary)
+        self._checked = []
+        self._start = time.perf_counter()
 
 
 class Evaluator:
-  """Mean image metrics over a finite batch stream, and a sample grid.
+    """Mean image metrics over a finite batch stream, and a sample grid.
 
-  `predict(state, batch)` returns the raw network output; it is composited
-  here, so every method is scored on the same completed images. The metric
-  step is compiled once and reused by every evaluation.
-  """
+    `predict(state, batch)` returns the raw network output; it is composited
+    here, so every method is scored on the same completed images. The metric
+    step is compiled once and reused by every evaluation.
+    """
 
-  def __init__(self, predict: Callable[[GANTrainState, dict[str, jax.Array]], jax.Array],
-               mesh: jax.sharding.Mesh, num_samples: int):
-    self._mesh = mesh
-    replicated = parallel.replicated_sharding(mesh)
+    def __init__(
+        self,
+        predict: Callable[[GANTrainState, dict[str, jax.Array]], jax.Array],
+        mesh: jax.sharding.Mesh,
+        num_samples: int,
+    ):
+        self._mesh = mesh
+        replicated = parallel.replicated_sharding(mesh)
 
-    def sums(state, batch):
-      completion = layers.composite(batch["image"], predict(state, batch), batch["mask"])
-      per_example = metrics.image_metrics(completion, batch["image"], batch["mask"])
-      valid = batch["valid"].astype(jnp.float32)
-      totals = {k: jnp.sum(v * valid) for k, v in per_example.items()}
-      totals["count"] = jnp.sum(valid)
-      samples = (batch["image"][:num_samples], batch["mask"][:num_samples],
-                 completion[:num_samples])
-      return totals, jax.lax.with_sharding_constraint(samples, replicated)
+        def sums(state, batch):
+            completion = layers.composite(batch["image"], predict(state, batch), batch["mask"])
+            per_example = metrics.image_metrics(completion, batch["image"], batch["mask"])
+            totals = metrics.sum_valid(per_example, batch["valid"])
+            samples = (
+                batch["image"][:num_samples],
+                batch["mask"][:num_samples],
+                completion[:num_samples],
+            )
+            return totals, jax.lax.with_sharding_constraint(samples, replicated)
 
-    self._sums = jax.jit(sums)
+        self._sums = jax.jit(sums)
 
-  def __call__(self, state: GANTrainState, batches: Iterator[dict[str, np.ndarray]]
-               ) -> tuple[dict[str, float], np.ndarray]:
-    """Evaluates `state` on every batch of `batches`."""
-    totals, grid = {}, None
-    for batch in batches:
-      batch_totals, samples = self._sums(state, parallel.make_global_batch(batch, self._mesh))
-      for k, v in jax.device_get(batch_totals).items():
-        totals[k] = totals.get(k, 0.0) + float(v)
-      if grid is None:
-        grid = sample_grid(*jax.device_get(samples))
-    count = totals.pop("count", 0.0)
-    if not count:
-      raise ValueError("The evaluation split yielded no examples; check config.data.eval_split.")
-    return {k: v / count for k, v in totals.items()}, grid
+    def __call__(
+        self, state: GANTrainState, batches: Iterator[dict[str, np.ndarray]]
+    ) -> tuple[dict[str, float], np.ndarray]:
+        """Evaluates `state` on every batch of `batches`."""
+        totals, grid = {}, None
+        for batch in batches:
+            batch_totals, samples = self._sums(state, parallel.make_global_batch(batch, self._mesh))
+            for k, v in jax.device_get(batch_totals).items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            if grid is None:
+                grid = sample_grid(*jax.device_get(samples))
+        count = totals.pop("count", 0.0)
+        if not count:
+            raise ValueError(
+                "The evaluation split yielded no examples; check config.data.eval_split."
+            )
+        return {k: v / count for k, v in totals.items()}, grid
 
 
 def sample_grid(image: np.ndarray, mask: np.ndarray, completion: np.ndarray) -> np.ndarray:
-  """Rows of [masked input | completion | ground truth], float32 HxWx3."""
-  masked = image * (1.0 - mask) + mask  # holes shown in white.
-  rows = [np.concatenate(triple, axis=1) for triple in zip(masked, completion, image)]
-  return np.clip(np.concatenate(rows, axis=0), 0.0, 1.0)
+    """Rows of [masked input | completion | ground truth], float32 HxWx3."""
+    masked = image * (1.0 - mask) + mask  # holes shown in white.
+    rows = [np.concatenate(triple, axis=1) for triple in zip(masked, completion, image)]
+    return np.clip(np.concatenate(rows, axis=0), 0.0, 1.0)
 
 
 def write_eval_results(workdir: str, step: int, results: Mapping[str, float]) -> None:
-  """Appends `results` for `step` to workdir/eval_metrics.json, atomically."""
-  path = os.path.join(workdir, "eval_metrics.json")
-  history = []
-  if os.path.exists(path):
-    with open(path) as f:
-      history = [entry for entry in json.load(f) if entry["step"] != step]
-  history.append({"step": step, **{k: float(v) for k, v in results.items()}})
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(history, f, indent=1)
-  os.replace(tmp, path)
+    """Appends `results` for `step` to workdir/eval_metrics.json, atomically."""
+    path = os.path.join(workdir, "eval_metrics.json")
+    history = []
+    if os.path.exists(path):
+        with open(path) as f:
+            history = [entry for entry in json.load(f) if entry["step"] != step]
+    history.append({"step": step, **{k: float(v) for k, v in results.items()}})
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(history, f, indent=1)
+    os.replace(tmp, path)

@@ -1,0 +1,403 @@
+"""GLCIC trainer: phase steps, sharding equivalence, CLI runs, exact resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import glcic as glcic_config
+from inpaint_jax import checkpointing, parallel
+from inpaint_jax.trainers import common
+from inpaint_jax.trainers import glcic as trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_photos(folder, count, seed=0):
+    """Smooth random colour images of assorted small sizes, as PNG files."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for i in range(count):
+        h, w = rng.integers(24, 40, size=2)
+        coarse = rng.uniform(0, 255, size=(4, 4, 3)).astype(np.uint8)
+        image = Image.fromarray(coarse).resize((int(w), int(h)), Image.BILINEAR)
+        image.save(os.path.join(folder, f"photo_{i:03d}.png"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    return write_photos(str(tmp_path_factory.mktemp("photos")), 16)
+
+
+def tiny_config(photo_dir, data_dir, **overrides):
+    """runlocal shrunk to 16 px crops and 1/8-width networks."""
+    config = glcic_config.get_config("runlocal")
+    config.data.name = "image_folder"
+    config.data.manual_dir = photo_dir
+    config.data.data_dir = data_dir
+    config.data.crop_size = 16
+    config.data.resize_range = (16, 20)
+    config.mask.local_size = 8
+    config.model.width_multiplier = 0.125
+    config.global_batch_size = 8
+    config.eval.global_batch_size = 8
+    config.completion_steps = 2
+    config.discriminator_steps = 2
+    config.total_steps = 6
+    config.log_every_steps = 1
+    config.eval_every_steps = 3
+    config.checkpoint_every_steps = 3
+    for key, value in overrides.items():
+        node = config
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+def config_flags(config, keys):
+    """`--config.x=y` command-line overrides for the listed dotted keys."""
+    flags = []
+    for key in keys:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        flags.append(f"--config.{key}={value}")
+    return flags
+
+
+TINY_KEYS = [
+    "data.name",
+    "data.manual_dir",
+    "data.data_dir",
+    "data.crop_size",
+    "data.resize_range",
+    "mask.local_size",
+    "model.width_multiplier",
+    "global_batch_size",
+    "eval.global_batch_size",
+    "completion_steps",
+    "discriminator_steps",
+    "total_steps",
+    "log_every_steps",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+]
+
+
+def run_train(config, workdir, devices=1, extra=(), **kwargs):
+    """Runs `python -m launch.train` on `config` in a subprocess."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch.train",
+        "--config=configs/glcic.py:runlocal",
+        f"--workdir={workdir}",
+        *config_flags(config, TINY_KEYS),
+        *extra,
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def logged_scalars(workdir):
+    """{step: {name: value}} of every training scalar in the workdir's event files."""
+    import tensorflow as tf  # noqa: PLC0415  (heavy; only these tests need it)
+
+    scalars = {}
+    for name in sorted(os.listdir(workdir)):
+        if not name.startswith("events.out"):
+            continue
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
+            for value in event.summary.value:
+                if value.tag.startswith(("g_", "d_")):
+                    scalars.setdefault(event.step, {})[value.tag] = float(
+                        tf.make_ndarray(value.tensor)
+                    )
+    return scalars
+
+
+# ---------------------------------------------------------------- in process
+
+
+@pytest.fixture(scope="module")
+def setup(photo_dir, tmp_path_factory):
+    """Tiny config, a 1-device mesh, initial state, jitted-free step object, a batch."""
+    config = tiny_config(photo_dir, str(tmp_path_factory.mktemp("tfds")))
+    mesh = parallel.create_mesh(jax.devices()[:1])
+    generator, discriminator = trainer.build_models(config)
+    g_tx = common.create_optimizer(config.g_optimizer)
+    d_tx = common.create_optimizer(config.d_optimizer)
+    state = trainer.create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
+    steps = trainer.Steps(config, generator, discriminator, g_tx, d_tx)
+    data = common.create_datasets(config, mesh)
+    batch = next(data.train)
+    return config, mesh, state, steps, batch
+
+
+def tree_equal(a, b):
+    return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b)))
+
+
+def test_phase_schedule_switches_at_configured_steps():
+    config = glcic_config.get_config()
+    assert trainer.phase_for_step(0, config) == "completion"
+    assert trainer.phase_for_step(89_999, config) == "completion"
+    assert trainer.phase_for_step(90_000, config) == "discriminator"
+    assert trainer.phase_for_step(99_999, config) == "discriminator"
+    assert trainer.phase_for_step(100_000, config) == "joint"
+    assert trainer.phase_for_step(499_999, config) == "joint"
+
+
+def test_paper_defaults():
+    config = glcic_config.get_config()
+    assert config.loss.alpha == 0.0004
+    assert config.loss.reconstruction == "mse"
+    assert config.loss.gan == "bce"
+    assert config.g_optimizer.name == "adadelta"
+    assert config.d_optimizer.name == "adadelta"
+    assert config.global_batch_size == 96
+    assert (config.completion_steps, config.discriminator_steps, config.total_steps) == (
+        90_000,
+        10_000,
+        500_000,
+    )
+    assert config.data.crop_size == 256
+    assert tuple(config.data.resize_range) == (256, 384)
+    assert config.mask.kind == "glcic" and config.mask.local_size == 128
+    assert config.model.width_multiplier == 1.0
+    assert config.data.name == "places365_hr"
+
+
+def test_completion_step_updates_only_the_generator(setup):
+    config, mesh, state, steps, batch = setup
+    batch = parallel.make_global_batch(batch, mesh)
+    new, metrics = jax.jit(steps.reconstruction_step)(state, batch)
+    assert int(new.step) == 1
+    assert set(metrics) == {"g_reconstruction", "g_grad_norm"}
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert not tree_equal(new.g_params, state.g_params)
+    assert not tree_equal(new.batch_stats["g"], state.batch_stats["g"])
+    assert tree_equal(new.d_params, state.d_params)
+    assert tree_equal(new.batch_stats["d"], state.batch_stats["d"])
+
+
+def test_discriminator_step_freezes_the_generator(setup):
+    config, mesh, state, steps, batch = setup
+    batch = parallel.make_global_batch(batch, mesh)
+    new, metrics = jax.jit(steps.discriminator_step)(state, batch)
+    assert set(metrics) == {"d_loss", "d_grad_norm", "d_acc_real", "d_acc_fake"}
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert tree_equal(new.g_params, state.g_params)
+    assert tree_equal(new.batch_stats["g"], state.batch_stats["g"])
+    assert tree_equal(new.g_opt_state, state.g_opt_state)
+    assert not tree_equal(new.d_params, state.d_params)
+
+
+def test_joint_step_updates_both(setup):
+    config, mesh, state, steps, batch = setup
+    batch = parallel.make_global_batch(batch, mesh)
+    new, metrics = jax.jit(steps.joint_step)(state, batch)
+    assert {"g_loss", "g_reconstruction", "g_adversarial", "d_loss"} <= set(metrics)
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert not tree_equal(new.g_params, state.g_params)
+    assert not tree_equal(new.d_params, state.d_params)
+    expected = float(metrics["g_reconstruction"]) + config.loss.alpha * float(
+        metrics["g_adversarial"]
+    )
+    np.testing.assert_allclose(float(metrics["g_loss"]), expected, rtol=1e-6)
+
+
+def test_joint_step_gradient_matches_direct_differentiation(setup):
+    """The single-forward VJP gives the same gradient as differentiating end to end."""
+    config, mesh, state, steps, batch = setup
+    batch = parallel.make_global_batch(batch, mesh)
+    after_d, _ = steps.discriminator_update(
+        state, batch, steps.complete(state, batch, train=True)[0]
+    )
+
+    def direct(g_params):
+        prediction, _ = steps.complete(state.replace(g_params=g_params), batch, train=True)
+        completion = trainer.layers.composite(batch["image"], prediction, batch["mask"])
+        logits, _ = steps.judge(
+            after_d.d_params, after_d.batch_stats["d"], completion, batch["local_box"]
+        )
+        return steps.reconstruction(
+            prediction, batch["image"], batch["mask"]
+        ) + config.loss.alpha * trainer.losses.generator_loss(logits, config.loss.gan)
+
+    expected = jax.grad(direct)(state.g_params)
+    g_tx = steps.g_tx
+    new, _ = steps.joint_step(state, batch)
+    updates, _ = g_tx.update(expected, state.g_opt_state, state.g_params)
+    want = jax.tree.map(lambda p, u: p + u, state.g_params, updates)
+    for got, exp in zip(jax.tree.leaves(new.g_params), jax.tree.leaves(want)):
+        np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("phase", trainer.PHASES)
+def test_one_device_and_eight_devices_agree(setup, phase):
+    config, _, _, _, local_batch = setup
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()[:8]):
+        mesh = parallel.create_mesh(devices)
+        generator, discriminator = trainer.build_models(config)
+        g_tx = common.create_optimizer(config.g_optimizer)
+        d_tx = common.create_optimizer(config.d_optimizer)
+        state = trainer.create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
+        steps = trainer.Steps(config, generator, discriminator, g_tx, d_tx)
+        fn = {
+            "completion": steps.reconstruction_step,
+            "discriminator": steps.discriminator_step,
+            "joint": steps.joint_step,
+        }[phase]
+        batch = parallel.make_global_batch(local_batch, mesh)
+        assert batch["image"].sharding.num_devices == len(devices)
+        results.append(jax.device_get(jax.jit(fn)(state, batch)))
+    (one_state, one_metrics), (eight_state, eight_metrics) = results
+    for key in one_metrics:
+        np.testing.assert_allclose(one_metrics[key], eight_metrics[key], rtol=1e-4, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(one_state), jax.tree.leaves(eight_state)):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_global_batch_not_divisible_by_devices_is_rejected(photo_dir, tmp_path):
+    config = tiny_config(photo_dir, str(tmp_path / "tfds"), global_batch_size=6)
+    with pytest.raises(ValueError, match="not divisible"):
+        trainer.train_and_evaluate(config, str(tmp_path / "work"))
+
+
+def test_unknown_dataset_is_rejected(photo_dir, tmp_path):
+    config = tiny_config(photo_dir, str(tmp_path / "tfds"), **{"data.name": "imagenet_typo"})
+    with pytest.raises(ValueError, match="imagenet_typo"):
+        trainer.train_and_evaluate(config, str(tmp_path / "work"))
+
+
+def test_empty_dataset_is_rejected(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    config = tiny_config(str(empty), str(tmp_path / "tfds"))
+    with pytest.raises(ValueError):
+        trainer.train_and_evaluate(config, str(tmp_path / "work"))
+
+
+def test_unwritable_workdir_is_rejected(photo_dir, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    config = tiny_config(photo_dir, str(tmp_path / "tfds"))
+    with pytest.raises(PermissionError, match="not writable"):
+        trainer.train_and_evaluate(config, str(blocker / "work"))
+
+
+def test_trains_evaluates_and_refuses_a_different_architecture(photo_dir, tmp_path):
+    workdir = str(tmp_path / "work")
+    config = tiny_config(photo_dir, str(tmp_path / "tfds"))
+    state = trainer.train_and_evaluate(config, workdir)
+    assert int(state.step) == config.total_steps
+    results = json.load(open(os.path.join(workdir, "eval_metrics.json")))
+    assert [r["step"] for r in results] == [3, 6]
+    for key in ("psnr", "ssim", "l1", "l2", "hole_psnr", "hole_ssim", "hole_l1", "hole_l2"):
+        assert np.isfinite(results[-1][key])
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    before = {
+        p: os.path.getmtime(os.path.join(r, p)) for r, _, files in os.walk(ckpt_dir) for p in files
+    }
+    wider = tiny_config(
+        photo_dir, str(tmp_path / "tfds"), **{"model.width_multiplier": 0.25, "total_steps": 9}
+    )
+    with pytest.raises(checkpointing.CheckpointMismatchError):
+        trainer.train_and_evaluate(wider, workdir)
+    after = {
+        p: os.path.getmtime(os.path.join(r, p)) for r, _, files in os.walk(ckpt_dir) for p in files
+    }
+    assert before == after
+
+
+# ---------------------------------------------------------------- subprocesses
+
+
+def test_cli_runlocal_pipeline_runs_all_phases(photo_dir, tmp_path):
+    config = tiny_config(photo_dir, str(tmp_path / "tfds"))
+    proc = run_train(config, str(tmp_path / "work"))
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    scalars = logged_scalars(str(tmp_path / "work"))
+    assert sorted(scalars) == list(range(1, 7))
+    assert "g_reconstruction" in scalars[1] and "d_loss" not in scalars[1]
+    assert "d_loss" in scalars[3] and "g_reconstruction" not in scalars[3]
+    assert {"d_loss", "g_adversarial"} <= set(scalars[5])
+    assert os.path.isdir(os.path.join(tmp_path, "work", "checkpoints", "6"))
+
+
+def test_cli_config_typo_fails_clearly(photo_dir, tmp_path):
+    config = tiny_config(photo_dir, str(tmp_path / "tfds"))
+    proc = run_train(config, str(tmp_path / "work"), extra=["--config.loss.alpah=0.1"])
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "alpah" in output
+
+
+def wait_for_step(proc, step):
+    """Reads the run's output until it logs `step`; returns what it read."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if f"[{step}]" in line:
+            return "".join(lines)
+    raise AssertionError("run ended before step %d:\n%s" % (step, "".join(lines)))
+
+
+def test_sigterm_then_resume_reproduces_an_uninterrupted_run(photo_dir, tmp_path):
+    """2k steps straight == ~1k steps, SIGTERM, resume to 2k: same losses step for step."""
+    data_dir = str(tmp_path / "tfds")
+    config = tiny_config(
+        photo_dir,
+        data_dir,
+        completion_steps=600,
+        discriminator_steps=200,
+        total_steps=2000,
+        log_every_steps=1,
+        eval_every_steps=1000,
+        checkpoint_every_steps=700,
+    )
+    straight = run_train(config, str(tmp_path / "straight"))
+    interrupted = run_train(config, str(tmp_path / "resumed"))
+    wait_for_step(interrupted, 1000)
+    interrupted.send_signal(signal.SIGTERM)
+    output, _ = interrupted.communicate(timeout=300)
+    assert interrupted.returncode == 0, output
+    saved = checkpointing.Checkpointer(str(tmp_path / "resumed" / "checkpoints")).latest_step()
+    assert 1000 <= saved < 2000
+    resumed = run_train(config, str(tmp_path / "resumed"))
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output
+    assert f"Resumed from step {saved}" in output
+    output, _ = straight.communicate(timeout=600)
+    assert straight.returncode == 0, output
+
+    want = logged_scalars(str(tmp_path / "straight"))
+    got = logged_scalars(str(tmp_path / "resumed"))
+    assert sorted(want) == sorted(got) == list(range(1, 2001))
+    for step in range(1, 2001):
+        for tag, value in want[step].items():
+            if tag.endswith(("loss", "reconstruction", "adversarial")):
+                assert got[step][tag] == pytest.approx(value, rel=1e-6), (step, tag)
