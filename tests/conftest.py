@@ -1,4 +1,5 @@
 """Test-wide settings: 8 fake CPU devices for sharding tests, quiet TensorFlow."""
+
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
