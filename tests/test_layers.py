@@ -1,0 +1,172 @@
+"""Tests for inpaint_jax.models.layers."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inpaint_jax.models import layers
+from inpaint_jax.models.layers import ConvNormAct, InputShapeError, LayerSpec
+
+
+def _image_and_mask(seed=0, shape=(2, 8, 12)):
+    rng = np.random.default_rng(seed)
+    image = rng.uniform(size=(*shape, 3)).astype(np.float32)
+    mask = (rng.uniform(size=(*shape, 1)) < 0.4).astype(np.float32)
+    return jnp.asarray(image), jnp.asarray(mask)
+
+
+def test_fill_holes_puts_the_per_channel_value_in_holes_and_keeps_known_pixels():
+    image, mask = _image_and_mask()
+    filled = np.asarray(layers.fill_holes(image, mask, (0.1, 0.5, 0.9)))
+    hole = np.asarray(mask[..., 0]) == 1
+    np.testing.assert_array_equal(filled[hole], np.broadcast_to(np.float32([0.1, 0.5, 0.9]), filled[hole].shape))
+    np.testing.assert_array_equal(filled[~hole], np.asarray(image)[~hole])
+
+
+def test_fill_holes_accepts_a_scalar():
+    image, mask = _image_and_mask(seed=1)
+    filled = np.asarray(layers.fill_holes(image, mask, 0.25))
+    assert np.all(filled[np.asarray(mask[..., 0]) == 1] == np.float32(0.25))
+
+
+@pytest.mark.parametrize("fill_value", [(0.1, 0.2), ((0.1, 0.2, 0.3),)])
+def test_fill_holes_rejects_a_fill_value_that_does_not_match_the_channels(fill_value):
+    image, mask = _image_and_mask()
+    with pytest.raises(ValueError, match="one value per image channel"):
+        layers.fill_holes(image, mask, fill_value)
+
+
+def test_composite_keeps_known_pixels_bit_exact_and_takes_holes_from_prediction():
+    image, mask = _image_and_mask(seed=2)
+    prediction = jax.random.uniform(jax.random.key(3), image.shape)
+    out = np.asarray(layers.composite(image, prediction, mask))
+    hole = np.asarray(mask[..., 0]) == 1
+    np.testing.assert_array_equal(out[~hole], np.asarray(image)[~hole])
+    np.testing.assert_array_equal(out[hole], np.asarray(prediction)[hole])
+
+
+@pytest.mark.parametrize(
+    "image_shape, mask_shape, message",
+    [
+        ((1, 8, 8, 4), (1, 8, 8, 1), r"RGB image batch of shape \(N, H, W, 3\)"),
+        ((8, 8, 3), (8, 8, 1), r"RGB image batch of shape \(N, H, W, 3\)"),
+        ((1, 8, 8, 3), (1, 8, 8, 3), "single channel"),
+        ((1, 8, 8, 3), (1, 8, 4, 1), "matching the image"),
+        ((2, 8, 8, 3), (1, 8, 8, 1), "matching the image"),
+        ((1, 8, 10, 3), (1, 8, 10, 1), "multiples of 4, got 8x10. Pad"),
+    ],
+)
+def test_check_image_and_mask_explains_what_is_wrong(image_shape, mask_shape, message):
+    with pytest.raises(InputShapeError, match=message):
+        layers.check_image_and_mask(
+            jnp.zeros(image_shape), jnp.zeros(mask_shape), size_multiple=4, model_name="Net"
+        )
+
+
+def test_check_image_and_mask_accepts_valid_input():
+    layers.check_image_and_mask(
+        jnp.zeros((2, 8, 12, 3)), jnp.zeros((2, 8, 12, 1)), size_multiple=4, model_name="Net"
+    )
+
+
+def test_input_shape_error_is_a_value_error():
+    assert issubclass(InputShapeError, ValueError)
+
+
+def test_layer_spec_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="'conv' or 'deconv'"):
+        LayerSpec("pool", kernel=2, stride=2, dilation=1, features=8)
+
+
+def _conv(kernel, stride=1, dilation=1):
+    return LayerSpec("conv", kernel=kernel, stride=stride, dilation=dilation, features=1)
+
+
+def _deconv(kernel, stride):
+    return LayerSpec("deconv", kernel=kernel, stride=stride, dilation=1, features=1)
+
+
+@pytest.mark.parametrize(
+    "table, expected",
+    [
+        ([_conv(3)], 3),
+        ([_conv(5), _conv(3)], 7),
+        ([_conv(3, dilation=4)], 9),
+        # The stride-2 conv sees 3 pixels per output; the 3x3 after it spans 3 of its outputs.
+        ([_conv(3, stride=2), _conv(3)], (3 - 1) * 2 + 3),
+        # A 4x4 stride-2 transposed conv: each output pixel comes from 2 input pixels,
+        ([_deconv(4, 2)], 2),
+        # and 3 consecutive outputs from at most ceil((3 + 3) / 2) = 3 inputs.
+        ([_deconv(4, 2), _conv(3)], 3),
+        ([_conv(3, stride=2), _deconv(4, 2), _conv(3)], (3 - 1) * 2 + 3),
+    ],
+)
+def test_receptive_field_of_small_tables(table, expected):
+    assert layers.receptive_field(table) == expected
+
+
+def test_size_multiple_counts_only_down_sampling_strides():
+    assert layers.size_multiple([_conv(3, stride=2), _conv(3, stride=2), _deconv(4, 2)]) == 4
+
+
+@pytest.mark.parametrize("features, multiplier, expected", [(64, 1.0, 64), (64, 0.25, 16), (3, 0.1, 1)])
+def test_scaled_width(features, multiplier, expected):
+    assert layers.scaled_width(features, multiplier) == expected
+
+
+@pytest.mark.parametrize(
+    "block, in_size, out_size",
+    [
+        (ConvNormAct(8, 3, stride=2), 16, 8),
+        (ConvNormAct(8, 3, stride=2), 15, 8),
+        (ConvNormAct(8, 5, stride=2), 9, 5),
+        (ConvNormAct(8, 3, dilation=4), 10, 10),
+        (ConvNormAct(8, 4, stride=2, transpose=True), 6, 12),
+    ],
+)
+def test_conv_norm_act_output_size(block, in_size, out_size):
+    x = jnp.ones((1, in_size, in_size, 3))
+    out = jax.eval_shape(lambda: block.init_with_output(jax.random.key(0), x, train=False)[0])
+    assert out.shape == (1, out_size, out_size, 8)
+
+
+def test_conv_norm_act_has_a_bias_only_without_batch_norm():
+    x = jnp.ones((1, 4, 4, 3))
+    with_norm = ConvNormAct(5, 3).init(jax.random.key(0), x, train=False)
+    without = ConvNormAct(5, 3, normalize=False).init(jax.random.key(0), x, train=False)
+    assert set(with_norm["params"]["conv"]) == {"kernel"}
+    assert set(with_norm["params"]["norm"]) == {"scale", "bias"}
+    assert set(with_norm["batch_stats"]["norm"]) == {"mean", "var"}
+    assert set(without["params"]) == {"conv"}
+    assert set(without["params"]["conv"]) == {"kernel", "bias"}
+
+
+def test_conv_norm_act_updates_batch_stats_in_train_mode_only():
+    block = ConvNormAct(4, 3)
+    x = jax.random.normal(jax.random.key(1), (2, 6, 6, 3)) + 3.0
+    variables = block.init(jax.random.key(0), x, train=False)
+    _, updated = block.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert not np.allclose(updated["batch_stats"]["norm"]["mean"], variables["batch_stats"]["norm"]["mean"])
+    eval_out = block.apply(variables, x, train=False)
+    assert np.all(np.asarray(eval_out) >= 0)  # ReLU
+
+
+def test_conv_norm_act_matches_torch_padding_and_transposed_kernel_layout():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 10, 6, 3)).astype(np.float32)
+    x_torch = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+
+    for transpose in (False, True):
+        block = ConvNormAct(5, 4 if transpose else 3, stride=2, transpose=transpose, normalize=False, activation=None)
+        variables = block.init(jax.random.key(0), jnp.asarray(x), train=False)
+        kernel = np.asarray(variables["params"]["conv"]["kernel"])  # (kh, kw, in, out)
+        bias = torch.from_numpy(np.array(variables["params"]["conv"]["bias"]))
+        ours = np.asarray(block.apply(variables, jnp.asarray(x), train=False))
+        if transpose:
+            weight = torch.from_numpy(kernel[::-1, ::-1].transpose(2, 3, 0, 1).copy())  # (in, out, kh, kw)
+            theirs = torch.nn.functional.conv_transpose2d(x_torch, weight, bias, stride=2, padding=1)
+        else:
+            weight = torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy())  # (out, in, kh, kw)
+            theirs = torch.nn.functional.conv2d(x_torch, weight, bias, stride=2, padding=1)
+        np.testing.assert_allclose(ours, theirs.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
