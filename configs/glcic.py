@@ -32,6 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.trainer = "glcic"  # module of inpaint_jax.trainers that runs this recipe.
     config.seed = 0  # seeds parameter init, data order, masks and GAN noise.
+    config.rng_impl = "rbg"  # JAX PRNG: rbg compiles ~3x faster than threefry2x32 on CPU.
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "places365_hr"  # a dataset of inpaint_jax.data.sources.DATASETS.
@@ -68,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.g_optimizer = ml_collections.ConfigDict()
     config.g_optimizer.name = "adadelta"  # completion-net optimizer: adadelta (paper), adam or sgd.
     config.g_optimizer.learning_rate = 1.0  # learning rate (Adadelta's standard 1.0).
-    config.g_optimizer.b1 = 0.9  # Adadelta rho / Adam beta1 / SGD momentum.
+    config.g_optimizer.b1 = 0.9  # Adadelta rho (Torch7 default, used by GLCIC) / Adam beta1 / SGD momentum.
     config.g_optimizer.b2 = 0.999  # Adam beta2 (unused by Adadelta and SGD).
     config.g_optimizer.eps = 1e-6  # numerical epsilon.
     config.d_optimizer = (

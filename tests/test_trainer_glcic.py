@@ -8,6 +8,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -226,9 +227,13 @@ def test_joint_step_updates_both(setup):
 
 
 def test_joint_step_gradient_matches_direct_differentiation(setup):
-    """The single-forward VJP gives the same gradient as differentiating end to end."""
+    """The single-forward VJP gives the gradient of differentiating end to end."""
     config, mesh, state, steps, batch = setup
     batch = parallel.make_global_batch(batch, mesh)
+    sgd = common.create_optimizer(ml_collections.ConfigDict(
+        dict(name="sgd", learning_rate=1.0, b1=0.0, b2=0.0, eps=0.0)))
+    steps = trainer.Steps(config, steps.generator, steps.discriminator, sgd, sgd)
+    state = state.replace(g_opt_state=sgd.init(state.g_params), d_opt_state=sgd.init(state.d_params))
     after_d, _ = steps.discriminator_update(
         state, batch, steps.complete(state, batch, train=True)[0]
     )
@@ -243,13 +248,12 @@ def test_joint_step_gradient_matches_direct_differentiation(setup):
             prediction, batch["image"], batch["mask"]
         ) + config.loss.alpha * trainer.losses.generator_loss(logits, config.loss.gan)
 
-    expected = jax.grad(direct)(state.g_params)
-    g_tx = steps.g_tx
-    new, _ = steps.joint_step(state, batch)
-    updates, _ = g_tx.update(expected, state.g_opt_state, state.g_params)
-    want = jax.tree.map(lambda p, u: p + u, state.g_params, updates)
-    for got, exp in zip(jax.tree.leaves(new.g_params), jax.tree.leaves(want)):
-        np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-7)
+    expected = jax.jit(jax.grad(direct))(state.g_params)
+    new, _ = jax.jit(steps.joint_step)(state, batch)
+    got = jax.tree.map(lambda old, new: old - new, state.g_params, new.g_params)
+    for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        scale = float(jnp.max(jnp.abs(e)))
+        np.testing.assert_allclose(g, e, atol=1e-4 * scale + 1e-8)
 
 
 @pytest.mark.parametrize("phase", trainer.PHASES)

@@ -126,7 +126,7 @@ class Steps:
             g_opt_state=g_opt_state,
             batch_stats={**state.batch_stats, "g": g_stats},
         )
-        return state, {"g_reconstruction": loss, "g_grad_norm": optax.global_norm(grads)}
+        return state, {"g_reconstruction": loss, "g_grad_norm": optax.tree.norm(grads)}
 
     def discriminator_update(self, state, batch, completion):
         """One discriminator step: real images vs. `completion` (no gradient to it)."""
@@ -158,7 +158,7 @@ class Steps:
         )
         return state, {
             "d_loss": loss,
-            "d_grad_norm": optax.global_norm(grads),
+            "d_grad_norm": optax.tree.norm(grads),
             "d_acc_real": acc_real,
             "d_acc_fake": acc_fake,
         }
@@ -212,7 +212,7 @@ class Steps:
             g_loss=loss,
             g_reconstruction=reconstruction,
             g_adversarial=adversarial,
-            g_grad_norm=optax.global_norm(grads),
+            g_grad_norm=optax.tree.norm(grads),
         )
         return state, metrics
 
@@ -244,7 +244,7 @@ def create_train_state(
             rng=state_rng,
         )
 
-    rng = jax.random.key(config.seed)
+    rng = jax.random.key(config.seed, impl=config.rng_impl)
     return jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))(rng)
 
 
