@@ -15,6 +15,7 @@ from PIL import Image
 
 from configs import glcic as glcic_config
 from inpaint_jax import checkpointing, parallel
+from inpaint_jax.data import sources
 from inpaint_jax.trainers import common
 from inpaint_jax.trainers import glcic as trainer
 
@@ -230,10 +231,13 @@ def test_joint_step_gradient_matches_direct_differentiation(setup):
     """The single-forward VJP gives the gradient of differentiating end to end."""
     config, mesh, state, steps, batch = setup
     batch = parallel.make_global_batch(batch, mesh)
-    sgd = common.create_optimizer(ml_collections.ConfigDict(
-        dict(name="sgd", learning_rate=1.0, b1=0.0, b2=0.0, eps=0.0)))
+    sgd = common.create_optimizer(
+        ml_collections.ConfigDict(dict(name="sgd", learning_rate=1.0, b1=0.0, b2=0.0, eps=0.0))
+    )
     steps = trainer.Steps(config, steps.generator, steps.discriminator, sgd, sgd)
-    state = state.replace(g_opt_state=sgd.init(state.g_params), d_opt_state=sgd.init(state.d_params))
+    state = state.replace(
+        g_opt_state=sgd.init(state.g_params), d_opt_state=sgd.init(state.d_params)
+    )
     after_d, _ = steps.discriminator_update(
         state, batch, steps.complete(state, batch, train=True)[0]
     )
@@ -336,6 +340,22 @@ def test_trains_evaluates_and_refuses_a_different_architecture(photo_dir, tmp_pa
     assert before == after
 
 
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(photo_dir, tmp_path):
+    workdir = str(tmp_path / "work")
+    data_dir = str(tmp_path / "tfds")
+    trainer.train_and_evaluate(tiny_config(photo_dir, data_dir, total_steps=3), workdir)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    assert checkpointing.Checkpointer(ckpt_dir).all_steps() == [3]
+    exploding = tiny_config(
+        photo_dir, data_dir, total_steps=9, **{"g_optimizer.learning_rate": 1e30}
+    )
+    # Step 5 (the first joint step) applies the exploding update; step 6 -- a checkpoint
+    # step -- computes its losses from infinite parameters and must not be saved.
+    with pytest.raises(FloatingPointError, match=r"step 6 in .*g_reconstruction"):
+        trainer.train_and_evaluate(exploding, workdir)
+    assert checkpointing.Checkpointer(ckpt_dir).all_steps() == [3]
+
+
 # ---------------------------------------------------------------- subprocesses
 
 
@@ -383,6 +403,7 @@ def test_sigterm_then_resume_reproduces_an_uninterrupted_run(photo_dir, tmp_path
         eval_every_steps=1000,
         checkpoint_every_steps=700,
     )
+    sources.build_dataset("image_folder", data_dir=data_dir, manual_dir=photo_dir)  # once.
     straight = run_train(config, str(tmp_path / "straight"))
     interrupted = run_train(config, str(tmp_path / "resumed"))
     wait_for_step(interrupted, 1000)

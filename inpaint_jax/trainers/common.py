@@ -43,6 +43,26 @@ class GANTrainState:
     batch_stats: PyTree  # {"g": ..., "d": ...} BatchNorm running statistics.
     rng: jax.Array
 
+    def update_generator(self, tx: optax.GradientTransformation, grads, g_stats) -> "GANTrainState":
+        """Applies one optimizer update to the generator and takes its new batch stats."""
+        updates, g_opt_state = tx.update(grads, self.g_opt_state, self.g_params)
+        return self.replace(
+            g_params=optax.apply_updates(self.g_params, updates),
+            g_opt_state=g_opt_state,
+            batch_stats={**self.batch_stats, "g": g_stats},
+        )
+
+    def update_discriminator(
+        self, tx: optax.GradientTransformation, grads, d_stats
+    ) -> "GANTrainState":
+        """Applies one optimizer update to the discriminator and takes its new batch stats."""
+        updates, d_opt_state = tx.update(grads, self.d_opt_state, self.d_params)
+        return self.replace(
+            d_params=optax.apply_updates(self.d_params, updates),
+            d_opt_state=d_opt_state,
+            batch_stats={**self.batch_stats, "d": d_stats},
+        )
+
 
 def prepare_workdir(workdir: str | os.PathLike) -> str:
     """Creates `workdir` if needed and checks that it is writable."""

@@ -119,13 +119,7 @@ class Steps:
             return self.reconstruction(prediction, batch["image"], batch["mask"]), g_stats
 
         (loss, g_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
-        updates, g_opt_state = self.g_tx.update(grads, state.g_opt_state, state.g_params)
-        state = state.replace(
-            step=state.step + 1,
-            g_params=optax.apply_updates(state.g_params, updates),
-            g_opt_state=g_opt_state,
-            batch_stats={**state.batch_stats, "g": g_stats},
-        )
+        state = state.update_generator(self.g_tx, grads, g_stats).replace(step=state.step + 1)
         return state, {"g_reconstruction": loss, "g_grad_norm": optax.tree.norm(grads)}
 
     def discriminator_update(self, state, batch, completion):
@@ -149,14 +143,8 @@ class Steps:
         (loss, (d_stats, real, fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.d_params
         )
-        updates, d_opt_state = self.d_tx.update(grads, state.d_opt_state, state.d_params)
         acc_real, acc_fake = losses.discriminator_accuracy(real, fake)
-        state = state.replace(
-            d_params=optax.apply_updates(state.d_params, updates),
-            d_opt_state=d_opt_state,
-            batch_stats={**state.batch_stats, "d": d_stats},
-        )
-        return state, {
+        return state.update_discriminator(self.d_tx, grads, d_stats), {
             "d_loss": loss,
             "d_grad_norm": optax.tree.norm(grads),
             "d_acc_real": acc_real,
@@ -201,13 +189,7 @@ class Steps:
             joint_loss, has_aux=True
         )(prediction)
         (grads,) = backprop(grad_prediction)
-        updates, g_opt_state = self.g_tx.update(grads, state.g_opt_state, state.g_params)
-        state = state.replace(
-            step=state.step + 1,
-            g_params=optax.apply_updates(state.g_params, updates),
-            g_opt_state=g_opt_state,
-            batch_stats={**state.batch_stats, "g": g_stats},
-        )
+        state = state.update_generator(self.g_tx, grads, g_stats).replace(step=state.step + 1)
         metrics.update(
             g_loss=loss,
             g_reconstruction=reconstruction,
