@@ -261,12 +261,19 @@ def test_eval_masks_depend_only_on_seed_and_image():
     (dict(seed=-1), "seed must be a non-negative integer"),
     (dict(shard_index=2, shard_count=2), "shard_index < shard_count"),
     (dict(worker_count=-1), "worker_count"),
-    (dict(batch_size=5), "fewer than one batch"),
-    (dict(batch_size=3, shard_index=1, shard_count=3), "fewer than one batch"),
+    (dict(shard_index=1, shard_count=5), "fewer than the 5 processes"),
 ])
 def test_train_iterator_rejects_bad_arguments(overrides, message):
     with pytest.raises(pipeline.PipelineError, match=message):
         _train(_id_source(4), **overrides)
+
+
+def test_batches_larger_than_the_dataset_span_epochs():
+    batches = _take(_train(_id_source(3), batch_size=5), 3)
+    ids = [image_id for batch in batches for image_id in _image_ids(batch)]
+    assert len(ids) == 15
+    for epoch in range(5):  # every consecutive run of 3 examples is one shuffled epoch.
+        assert sorted(ids[3 * epoch:3 * epoch + 3]) == sorted(set(ids))
 
 
 def test_empty_or_sequential_sources_are_rejected():

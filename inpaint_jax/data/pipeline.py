@@ -51,8 +51,9 @@ def create_train_iterator(source, *, batch_size: int, crop_size: int,
 
     Args:
       source: random-access source of {'image', 'image_id'} records.
-      batch_size: examples per batch on this process; must not exceed the
-        examples per process (len(source) // shard_count).
+      batch_size: examples per batch on this process; the stream repeats
+        forever, so a batch may be larger than this process's share (it then
+        spans epochs: tiny datasets such as sample_photos work).
       crop_size: side S of the square crops.
       resize_range: (lo, hi); the shortest side of every image is resized to
         a size drawn uniformly from [lo, hi] (needs crop_size <= lo <= hi).
@@ -75,11 +76,10 @@ def create_train_iterator(source, *, batch_size: int, crop_size: int,
     _check_seed(seed)
     _check_resize_range(resize_range, crop_size)
     shard_index, shard_count = _resolve_shard(shard_index, shard_count)
-    if num_examples // shard_count < batch_size:
+    if num_examples < shard_count:
         raise PipelineError(
-            f"The source has {num_examples} examples, {num_examples // shard_count} per "
-            f"process over {shard_count} processes, fewer than one batch of "
-            f"{batch_size}. Use a smaller batch_size or a larger dataset.")
+            f"The source has {num_examples} examples, fewer than the {shard_count} "
+            "processes that each need a share of it. Use a larger dataset.")
     if not isinstance(worker_count, int) or worker_count < 0:
         raise PipelineError(f"worker_count must be an integer >= 0, got {worker_count!r}.")
 
