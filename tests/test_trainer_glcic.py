@@ -11,59 +11,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from PIL import Image
 
 from configs import glcic as glcic_config
+from helpers import tiny_config
 from inpaint_jax import checkpointing, parallel
 from inpaint_jax.data import sources
 from inpaint_jax.trainers import common
 from inpaint_jax.trainers import glcic as trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def write_photos(folder, count, seed=0):
-    """Smooth random colour images of assorted small sizes, as PNG files."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    for i in range(count):
-        h, w = rng.integers(24, 40, size=2)
-        coarse = rng.uniform(0, 255, size=(4, 4, 3)).astype(np.uint8)
-        image = Image.fromarray(coarse).resize((int(w), int(h)), Image.BILINEAR)
-        image.save(os.path.join(folder, f"photo_{i:03d}.png"))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def photo_dir(tmp_path_factory):
-    return write_photos(str(tmp_path_factory.mktemp("photos")), 16)
-
-
-def tiny_config(photo_dir, data_dir, **overrides):
-    """runlocal shrunk to 16 px crops and 1/8-width networks."""
-    config = glcic_config.get_config("runlocal")
-    config.data.name = "image_folder"
-    config.data.manual_dir = photo_dir
-    config.data.data_dir = data_dir
-    config.data.crop_size = 16
-    config.data.resize_range = (16, 20)
-    config.mask.local_size = 8
-    config.model.width_multiplier = 0.125
-    config.global_batch_size = 8
-    config.eval.global_batch_size = 8
-    config.completion_steps = 2
-    config.discriminator_steps = 2
-    config.total_steps = 6
-    config.log_every_steps = 1
-    config.eval_every_steps = 3
-    config.checkpoint_every_steps = 3
-    for key, value in overrides.items():
-        node = config
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return config
 
 
 def config_flags(config, keys):
