@@ -10,6 +10,7 @@ import logging
 
 import jax
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from inpaint_jax import parallel
@@ -21,7 +22,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and l
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _hide_orbax_info(record: logging.LogRecord) -> bool:
+    """Keeps orbax's many per-save INFO lines off the console (warnings still show)."""
+    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
 def main(argv):
+    absl_logging.get_absl_handler().addFilter(_hide_orbax_info)
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     parallel.initialize_distributed()  # before any other JAX call.

@@ -21,7 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 import optax
-from clu import metric_writers
+from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 from inpaint_jax import checkpointing, masks, metrics, parallel
@@ -303,3 +303,84 @@ def write_eval_results(workdir: str, step: int, results: Mapping[str, float]) ->
     with open(tmp, "w") as f:
         json.dump(history, f, indent=1)
     os.replace(tmp, path)
+
+
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    mesh: jax.sharding.Mesh,
+    data: Datasets,
+    state: GANTrainState,
+    *,
+    phase_for_step: Callable[[int], str],
+    step_fns: Mapping[str, Callable],
+    predict: Callable[[GANTrainState, dict[str, jax.Array]], jax.Array],
+) -> GANTrainState:
+    """The training loop every recipe shares.
+
+    Resumes `state` and the data position from the workdir's last checkpoint,
+    then for each step runs `step_fns[phase_for_step(step)]` (each jitted once,
+    state replicated and donated, batch sharded over `mesh`), logs, NaN-checks,
+    checkpoints (every `checkpoint_every_steps`, at the end and on SIGTERM)
+    and evaluates every `eval_every_steps`. Returns the final state.
+    """
+    checkpointer = checkpointing.Checkpointer(
+        f"{workdir}/checkpoints",
+        max_to_keep=config.keep_checkpoints,
+        save_interval_steps=config.checkpoint_every_steps,
+    )
+    state = restore_or_keep(checkpointer, state, data.train)
+    initial_step = int(state.step)
+
+    replicated = parallel.replicated_sharding(mesh)
+    jitted = {
+        phase: jax.jit(fn, out_shardings=(replicated, replicated), donate_argnums=0)
+        for phase, fn in step_fns.items()
+    }
+    writer = create_writer(workdir)
+    if initial_step == 0:
+        writer.write_hparams(flatten_config(config))
+    log = MetricsLog(writer, config.global_batch_size)
+    report_progress = periodic_actions.ReportProgress(
+        num_train_steps=config.total_steps, writer=writer
+    )
+    evaluator = Evaluator(predict, mesh, config.eval.num_samples)
+
+    logging.info(
+        "Training from step %d to %d on %d devices.",
+        initial_step,
+        config.total_steps,
+        jax.device_count(),
+    )
+    with checkpointing.PreemptionWatcher() as preemption:
+        for step in range(initial_step + 1, config.total_steps + 1):
+            batch = parallel.make_global_batch(next(data.train), mesh)
+            state, step_metrics = jitted[phase_for_step(step - 1)](state, batch)
+            log.add(step, step_metrics)
+            report_progress(step)
+            last = step == config.total_steps
+            if step % config.log_every_steps == 0 or last:
+                log.write(step)
+            stop = preemption.should_stop(step)
+            if stop or last or checkpointer.should_save(step):
+                log.check()  # never checkpoint a state that produced a NaN.
+                checkpointer.save(
+                    step,
+                    state,
+                    data_state=data.train.get_state(),
+                    config=config.to_dict(),
+                    force=True,
+                )
+            if stop:
+                logging.warning("Preempted at step %d; checkpoint saved, exiting.", step)
+                break
+            if step % config.eval_every_steps == 0 or last:
+                results, grid = evaluator(state, data.eval_batches())
+                writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
+                writer.write_images(step, {"eval/samples": grid[None]})
+                if jax.process_index() == 0:
+                    write_eval_results(workdir, step, results)
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+    writer.flush()
+    return state

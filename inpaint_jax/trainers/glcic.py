@@ -22,9 +22,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from clu import periodic_actions
 
-from inpaint_jax import checkpointing, losses, parallel
+from inpaint_jax import losses, parallel
 from inpaint_jax.models import glcic, layers
 from inpaint_jax.trainers import common
 
@@ -242,73 +241,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> commo
     g_tx = common.create_optimizer(config.g_optimizer)
     d_tx = common.create_optimizer(config.d_optimizer)
     state = create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
-    checkpointer = checkpointing.Checkpointer(
-        f"{workdir}/checkpoints",
-        max_to_keep=config.keep_checkpoints,
-        save_interval_steps=config.checkpoint_every_steps,
-    )
-    state = common.restore_or_keep(checkpointer, state, data.train)
-    initial_step = int(state.step)
-
     steps = Steps(config, generator, discriminator, g_tx, d_tx)
-    state_sharding = parallel.replicated_sharding(mesh)
-    jit_step = functools.partial(
-        jax.jit, out_shardings=(state_sharding, state_sharding), donate_argnums=0
+    return common.run(
+        config,
+        workdir,
+        mesh,
+        data,
+        state,
+        phase_for_step=functools.partial(phase_for_step, config=config),
+        step_fns={
+            "completion": steps.reconstruction_step,
+            "discriminator": steps.discriminator_step,
+            "joint": steps.joint_step,
+        },
+        predict=steps.predict,
     )
-    step_fns = {
-        "completion": jit_step(steps.reconstruction_step),
-        "discriminator": jit_step(steps.discriminator_step),
-        "joint": jit_step(steps.joint_step),
-    }
-
-    writer = common.create_writer(workdir)
-    if initial_step == 0:
-        writer.write_hparams(common.flatten_config(config))
-    log = common.MetricsLog(writer, config.global_batch_size)
-    report_progress = periodic_actions.ReportProgress(
-        num_train_steps=config.total_steps, writer=writer
-    )
-
-    evaluator = common.Evaluator(steps.predict, mesh, config.eval.num_samples)
-
-    def run_eval(step, state):
-        results, grid = evaluator(state, data.eval_batches())
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
-        writer.write_images(step, {"eval/samples": grid[None]})
-        if jax.process_index() == 0:
-            common.write_eval_results(workdir, step, results)
-
-    logging.info(
-        "Training from step %d to %d on %d devices.",
-        initial_step,
-        config.total_steps,
-        jax.device_count(),
-    )
-    with checkpointing.PreemptionWatcher() as preemption:
-        for step in range(initial_step + 1, config.total_steps + 1):
-            phase = phase_for_step(step - 1, config)
-            batch = parallel.make_global_batch(next(data.train), mesh)
-            state, metrics = step_fns[phase](state, batch)
-            log.add(step, metrics)
-            report_progress(step)
-            if step % config.log_every_steps == 0 or step == config.total_steps:
-                log.write(step)
-            stop = preemption.should_stop(step)
-            if stop or step == config.total_steps or checkpointer.should_save(step):
-                log.check()  # never checkpoint a state that produced a NaN.
-                checkpointer.save(
-                    step,
-                    state,
-                    data_state=data.train.get_state(),
-                    config=config.to_dict(),
-                    force=True,
-                )
-            if stop:
-                logging.warning("Preempted at step %d; checkpoint saved, exiting.", step)
-                break
-            if step % config.eval_every_steps == 0 or step == config.total_steps:
-                run_eval(step, state)
-    checkpointer.wait_until_finished()
-    checkpointer.close()
-    writer.flush()
-    return state
