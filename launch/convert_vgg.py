@@ -1,8 +1,8 @@
-"""Converts VGG weights once: `python -m launch.convert_vgg --input=vgg19-dcbb9e9d.pth --output=DIR`.
+"""Converts VGG weights once: `python -m launch.convert_vgg --input=FILE --output=DIR`.
 
-Reads a torchvision state dict (.pth/.pt), a Keras applications HDF5 file
-(.h5) or an earlier conversion (.npz) and writes DIR/vgg19.npz (or
-DIR/vgg16.npz) atomically. Point configs at the result, e.g.
+Reads a torchvision state dict (.pth/.pt, e.g. vgg19-dcbb9e9d.pth), a Keras
+applications HDF5 file (.h5) or an earlier conversion (.npz) and writes
+DIR/vgg19.npz (or DIR/vgg16.npz) atomically. Point configs at the result, e.g.
 `--config.vgg_path=DIR/vgg19.npz`.
 """
 
@@ -12,7 +12,9 @@ from absl import app, flags
 
 from inpaint_jax.models import vgg
 
-_INPUT = flags.DEFINE_string("input", None, "Weight file: .pth/.pt (torchvision), .h5 (Keras).")
+_INPUT = flags.DEFINE_string(
+    "input", None, "Weight file: .pth/.pt (torchvision), .h5 (Keras) or .npz (converted)."
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for vgg16.npz / vgg19.npz.")
 flags.mark_flags_as_required(["input", "output"])
 
@@ -29,10 +31,10 @@ def main(argv):
     metadata = vgg.converted_metadata(output)
     normalization = weights.normalization
     print(
-        f"Wrote {output}: VGG-{metadata['depth']}, {normalization.name} input normalisation "
-        f"({normalization.channel_order}, x*{normalization.scale:g} - {normalization.mean}) / "
-        f"{normalization.std}, from {metadata['source_file']} "
-        f"(sha256 {metadata['source_sha256']})."
+        f"Wrote {output}: VGG-{metadata['depth']} from {metadata['source_file']} "
+        f"(sha256 {metadata['source_sha256']}); input normalisation {normalization.name}: "
+        f"{normalization.channel_order} channels, (x * {normalization.scale:g} - mean "
+        f"{normalization.mean}) / std {normalization.std}."
     )
 
 
