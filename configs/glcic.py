@@ -64,12 +64,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict()
     config.loss.reconstruction = "mse"  # reconstruction loss on the hole: mse (paper) or l1.
     config.loss.gan = "bce"  # adversarial loss: bce (paper), hinge or lsgan.
+    config.loss.reconstruction_weight = 1.0  # weight of the reconstruction term (paper: 1).
     config.loss.alpha = 0.0004  # weight of the adversarial term in the joint loss (paper: 0.0004).
 
     config.g_optimizer = ml_collections.ConfigDict()
     config.g_optimizer.name = "adadelta"  # completion-net optimizer: adadelta (paper), adam or sgd.
     config.g_optimizer.learning_rate = 1.0  # learning rate (Adadelta's standard 1.0).
-    config.g_optimizer.b1 = 0.9  # Adadelta rho (Torch7 default, used by GLCIC) / Adam beta1 / SGD momentum.
+    config.g_optimizer.b1 = (
+        0.9  # Adadelta rho (Torch7 default, used by GLCIC) / Adam beta1 / SGD momentum.
+    )
     config.g_optimizer.b2 = 0.999  # Adam beta2 (unused by Adadelta and SGD).
     config.g_optimizer.eps = 1e-6  # numerical epsilon.
     config.d_optimizer = (

@@ -14,8 +14,9 @@ import pytest
 
 from configs import glcic as glcic_config
 from helpers import tiny_config
-from inpaint_jax import checkpointing, parallel
+from inpaint_jax import checkpointing, losses, parallel
 from inpaint_jax.data import sources
+from inpaint_jax.models import layers
 from inpaint_jax.trainers import common
 from inpaint_jax.trainers import glcic as trainer
 
@@ -200,13 +201,13 @@ def test_joint_step_gradient_matches_direct_differentiation(setup):
 
     def direct(g_params):
         prediction, _ = steps.complete(state.replace(g_params=g_params), batch, train=True)
-        completion = trainer.layers.composite(batch["image"], prediction, batch["mask"])
+        completion = layers.composite(batch["image"], prediction, batch["mask"])
         logits, _ = steps.judge(
             after_d.d_params, after_d.batch_stats["d"], completion, batch["local_box"]
         )
         return steps.reconstruction(
             prediction, batch["image"], batch["mask"]
-        ) + config.loss.alpha * trainer.losses.generator_loss(logits, config.loss.gan)
+        ) + config.loss.alpha * losses.generator_loss(logits, config.loss.gan)
 
     expected = jax.jit(jax.grad(direct))(state.g_params)
     new, _ = jax.jit(steps.joint_step)(state, batch)
