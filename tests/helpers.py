@@ -38,6 +38,11 @@ def tiny_config(photo_dir, data_dir, **overrides):
     config.log_every_steps = 1
     config.eval_every_steps = 3
     config.checkpoint_every_steps = 3
+    return override(config, overrides)
+
+
+def override(config, overrides):
+    """Sets each dotted key of `overrides` (e.g. "model.width_multiplier") in `config`."""
     for key, value in overrides.items():
         node = config
         *path, leaf = key.split(".")

@@ -22,6 +22,7 @@ import optax
 
 from inpaint_jax import losses, parallel
 from inpaint_jax.models import layers
+from inpaint_jax.trainers import common
 from inpaint_jax.trainers.common import GANTrainState
 
 RECONSTRUCTION_LOSSES = {"mse": losses.masked_mse, "l1": losses.masked_l1}
@@ -185,3 +186,43 @@ class GANSteps(abc.ABC):
         state = state.update_generator(self.g_tx, grads, g_stats).replace(step=state.step + 1)
         metrics.update(terms, g_loss=loss, g_grad_norm=optax.tree.norm(grads))
         return state, metrics
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    build_models,
+    create_train_state,
+    steps_class: type[GANSteps],
+    phase_for_step,
+) -> GANTrainState:
+    """Trains one GAN recipe per `config` in `workdir`, resuming from its last checkpoint.
+
+    A recipe supplies `build_models(config) -> (generator, discriminator)`,
+    `create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)`,
+    its `GANSteps` subclass and `phase_for_step(step) -> phase name`.
+    """
+    workdir = common.prepare_workdir(workdir)
+    mesh = parallel.create_mesh()
+    data = common.create_datasets(config, mesh)
+
+    generator, discriminator = build_models(config)
+    g_tx = common.create_optimizer(config.g_optimizer)
+    d_tx = common.create_optimizer(config.d_optimizer)
+    state = create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
+    steps = steps_class(config, generator, discriminator, g_tx, d_tx)
+    return common.run(
+        config,
+        workdir,
+        mesh,
+        data,
+        state,
+        phase_for_step=phase_for_step,
+        step_fns={
+            "completion": steps.reconstruction_step,
+            "discriminator": steps.discriminator_step,
+            "joint": steps.joint_step,
+        },
+        predict=steps.predict,
+    )

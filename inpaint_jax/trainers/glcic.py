@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from inpaint_jax import losses, parallel
+from inpaint_jax import losses
 from inpaint_jax.models import glcic
 from inpaint_jax.trainers import common, gan
 
@@ -116,26 +116,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> commo
     """Trains GLCIC per `config` in `workdir`, resuming from its last checkpoint."""
     if config.completion_steps + config.discriminator_steps > config.total_steps:
         logging.warning("total_steps ends before the joint phase starts.")
-    workdir = common.prepare_workdir(workdir)
-    mesh = parallel.create_mesh()
-    data = common.create_datasets(config, mesh)
-
-    generator, discriminator = build_models(config)
-    g_tx = common.create_optimizer(config.g_optimizer)
-    d_tx = common.create_optimizer(config.d_optimizer)
-    state = create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
-    steps = Steps(config, generator, discriminator, g_tx, d_tx)
-    return common.run(
+    return gan.train_and_evaluate(
         config,
         workdir,
-        mesh,
-        data,
-        state,
+        build_models=build_models,
+        create_train_state=create_train_state,
+        steps_class=Steps,
         phase_for_step=functools.partial(phase_for_step, config=config),
-        step_fns={
-            "completion": steps.reconstruction_step,
-            "discriminator": steps.discriminator_step,
-            "joint": steps.joint_step,
-        },
-        predict=steps.predict,
     )
