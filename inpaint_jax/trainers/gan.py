@@ -92,7 +92,10 @@ class GANSteps(abc.ABC):
         self.discriminator = discriminator
         self.g_tx = g_tx
         self.d_tx = d_tx
-        self.reconstruction = RECONSTRUCTION_LOSSES[config.loss.reconstruction]
+
+    def reconstruction(self, prediction, image, mask):
+        """The configured reconstruction loss (masked MSE or L1 over the hole)."""
+        return RECONSTRUCTION_LOSSES[self.config.loss.reconstruction](prediction, image, mask)
 
     @abc.abstractmethod
     def discriminator_loss(self, d_params, d_stats, real, fake, batch, rng):
