@@ -1,4 +1,5 @@
 """Tests for inpaint_jax.models.layers."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -170,3 +171,127 @@ def test_conv_norm_act_matches_torch_padding_and_transposed_kernel_layout():
             weight = torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy())  # (out, in, kh, kw)
             theirs = torch.nn.functional.conv2d(x_torch, weight, bias, stride=2, padding=1)
         np.testing.assert_allclose(ours, theirs.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- resize conv, norms, residual
+
+
+def _resize_conv(kernel, stride=2):
+    return LayerSpec("resize_conv", kernel=kernel, stride=stride, dilation=1, features=1)
+
+
+@pytest.mark.parametrize(
+    "table, expected",
+    [
+        # Bilinear x2 alone: each output pixel mixes its 2 nearest input pixels.
+        ([_resize_conv(1)], 2),
+        # A 3x3 conv after it spans 3 up-sampled pixels, which read at most 3 inputs.
+        ([_resize_conv(3)], 3),
+        # 5 up-sampled pixels read at most ceil(4 / 2) + 2 = 4 inputs.
+        ([_resize_conv(3), _conv(3)], 4),
+        ([_conv(3, stride=2), _resize_conv(3)], (3 - 1) * 2 + 3),
+    ],
+)
+def test_receptive_field_of_interpolated_convolutions(table, expected):
+    assert layers.receptive_field(table) == expected
+
+
+def test_interpolated_convolution_receptive_field_matches_gradient_support():
+    kernel = 2  # an even span of up-sampled pixels: the two phases read different numbers of inputs
+    x = jnp.ones((1, 16, 16, 1))
+
+    def output_pixel(x, row):
+        up = layers.bilinear_upsample(x, 2)
+        out = jax.lax.conv_general_dilated(
+            up,
+            jnp.ones((kernel, kernel, 1, 1)),
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return out[0, row, 16].sum()
+
+    extents = []
+    for row in (15, 16):  # both phases of the 2x up-sampling
+        rows = np.nonzero(np.asarray(jax.grad(output_pixel)(x, row))[0, :, :, 0].any(1))[0]
+        extents.append(rows.max() - rows.min() + 1)
+    assert max(extents) == layers.receptive_field([_resize_conv(kernel)])
+    assert min(extents) < max(extents)
+
+
+def test_bilinear_upsample_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype(np.float32)
+    ours = np.asarray(layers.bilinear_upsample(jnp.asarray(x), 2))
+    assert ours.shape == (2, 10, 14, 3)
+    theirs = torch.nn.functional.interpolate(
+        torch.from_numpy(x.transpose(0, 3, 1, 2)),
+        scale_factor=2,
+        mode="bilinear",
+        align_corners=False,
+    )
+    np.testing.assert_allclose(ours, theirs.numpy().transpose(0, 2, 3, 1), atol=1e-6)
+
+
+def test_conv_norm_act_instance_norm_normalises_each_image_and_channel_without_state():
+    block = ConvNormAct(4, 3, normalization="instance", activation=None)
+    x = (
+        jax.random.normal(jax.random.key(1), (2, 6, 6, 3))
+        * jnp.array([1.0, 5.0]).reshape(2, 1, 1, 1)
+        + 3.0
+    )
+    variables = block.init(jax.random.key(0), x, train=False)
+    assert set(variables) == {"params"}
+    assert set(variables["params"]["conv"]) == {"kernel"}
+    assert set(variables["params"]["norm"]) == {"scale", "bias"}
+    out = np.asarray(block.apply(variables, x, train=True))
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=(1, 2)), 1.0, atol=1e-3)
+    np.testing.assert_array_equal(out, block.apply(variables, x, train=False))
+
+
+def test_conv_norm_act_rejects_an_unknown_normalization():
+    with pytest.raises(
+        ValueError, match=r"normalization must be one of \('batch', 'instance'\), got 'layer'"
+    ):
+        ConvNormAct(4, 3, normalization="layer").init(
+            jax.random.key(0), jnp.ones((1, 4, 4, 3)), train=False
+        )
+
+
+def test_residual_block_adds_the_input_to_a_two_conv_branch():
+    block = layers.ResidualBlock(dilations=(2, 1), normalization="instance")
+    x = jax.random.normal(jax.random.key(2), (2, 8, 10, 5))
+    variables = block.init(jax.random.key(0), x, train=False)
+    params = variables["params"]
+    assert (
+        params["conv1"]["conv"]["kernel"].shape
+        == params["conv2"]["conv"]["kernel"].shape
+        == (3, 3, 5, 5)
+    )
+    out = block.apply(variables, x, train=False)
+    assert out.shape == x.shape
+    assert not np.allclose(out, x)
+    # Zero the branch's last normalisation: the block becomes the identity.
+    silenced = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: (
+            jnp.zeros_like(leaf) if path[0].key == "conv2" and path[1].key == "norm" else leaf
+        ),
+        params,
+    )
+    np.testing.assert_array_equal(block.apply({"params": silenced}, x, train=False), x)
+
+
+@pytest.mark.parametrize("dilations", [(1, 4), (4, 1)])
+def test_residual_block_dilates_the_requested_convolution(dilations):
+    seen = {}
+
+    def record_dilation(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.Conv):
+            seen[context.module.path[0]] = context.module.kernel_dilation
+        return next_fun(*args, **kwargs)
+
+    block = layers.ResidualBlock(dilations=dilations, normalize=False)
+    with nn.intercept_methods(record_dilation):
+        jax.eval_shape(lambda: block.init(jax.random.key(0), jnp.ones((1, 12, 12, 2)), train=False))
+    assert seen == {"conv1": (dilations[0],) * 2, "conv2": (dilations[1],) * 2}

@@ -10,12 +10,18 @@ import math
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 # Per-channel RGB mean of ImageNet, in [0, 1]. The default hole filling for
 # completion networks: close to the mean of Places2 / Paris StreetView photos,
 # so a filled hole looks like "average image" rather than black.
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+
+# Normalisations ConvNormAct offers: "batch" keeps running statistics in the
+# 'batch_stats' collection; "instance" normalises each image and channel over
+# its own height and width and has no state.
+NORMALIZATIONS = ("batch", "instance")
 
 
 class InputShapeError(ValueError):
@@ -78,8 +84,10 @@ def check_image_and_mask(image, mask, *, size_multiple: int, model_name: str) ->
 class LayerSpec:
     """One convolution of a plain feed-forward network.
 
-    kind is "conv" or "deconv" (transposed convolution, which up-samples by
-    `stride`); `dilation` spaces the kernel taps (atrous convolution).
+    kind is "conv", "deconv" (transposed convolution, which up-samples by
+    `stride`) or "resize_conv" (bilinear up-sampling by `stride`, then a
+    stride-1 convolution: an "interpolated convolution"); `dilation` spaces
+    the kernel taps (atrous convolution).
     """
 
     kind: str
@@ -89,8 +97,10 @@ class LayerSpec:
     features: int
 
     def __post_init__(self):
-        if self.kind not in ("conv", "deconv"):
-            raise ValueError(f"LayerSpec.kind must be 'conv' or 'deconv', got {self.kind!r}.")
+        if self.kind not in ("conv", "deconv", "resize_conv"):
+            raise ValueError(
+                f"LayerSpec.kind must be 'conv' or 'deconv' or 'resize_conv', got {self.kind!r}."
+            )
 
 
 def receptive_field(layers: Sequence[LayerSpec]) -> int:
@@ -104,14 +114,22 @@ def receptive_field(layers: Sequence[LayerSpec]) -> int:
         dilated positions fall in a span of m + k - 1 positions: at most
         ceil((m + k - 1) / s) of them. Whether the bound is reached depends on
         the output pixel's position modulo s (its sub-pixel phase); the value
-        returned is the maximum over phases.
+        returned is the maximum over phases;
+      * an interpolated convolution first widens the span like a stride-1
+        convolution, then bilinear up-sampling by s (half-pixel centres) reads,
+        for m consecutive outputs, input positions spread over (m - 1) / s
+        pixels plus the two neighbours of each: at most ceil((m - 1) / s) + 2
+        pixels, again reached only at some phases.
     """
     span = 1
     for layer in reversed(layers):
         if layer.kind == "conv":
             span = (span - 1) * layer.stride + layer.dilation * (layer.kernel - 1) + 1
-        else:
+        elif layer.kind == "deconv":
             span = -(-(span + layer.dilation * (layer.kernel - 1)) // layer.stride)
+        else:
+            span += layer.dilation * (layer.kernel - 1)
+            span = -(-(span - 1) // layer.stride) + 2
     return span
 
 
@@ -120,13 +138,26 @@ def size_multiple(layers: Sequence[LayerSpec]) -> int:
     return math.prod(layer.stride for layer in layers if layer.kind == "conv")
 
 
+def bilinear_upsample(x, factor: int):
+    """Enlarge (N, H, W, C) to (N, factor * H, factor * W, C) by bilinear interpolation.
+
+    Pixel centres are aligned as in Torch's `interpolate(..., mode="bilinear",
+    align_corners=False)`: output pixel i samples input position
+    (i + 0.5) / factor - 0.5, clamped to the image at the borders.
+    """
+    batch, height, width, channels = x.shape
+    return jax.image.resize(
+        x, (batch, factor * height, factor * width, channels), method="bilinear"
+    )
+
+
 def scaled_width(features: int, width_multiplier: float) -> int:
     """`features * width_multiplier`, rounded, and at least 1 channel."""
     return max(1, round(features * width_multiplier))
 
 
 class ConvNormAct(nn.Module):
-    """Convolution (or transposed convolution), then BatchNorm, then activation.
+    """Convolution (or transposed convolution), then normalisation, then activation.
 
     Padding follows Torch: a convolution pads `dilation * (kernel - 1) // 2`
     pixels on every side, so with an odd kernel it divides H and W by its
@@ -134,9 +165,11 @@ class ConvNormAct(nn.Module):
     stride * i. A transposed convolution
     multiplies H and W by its stride (for kernel 4, stride 2 this matches
     Torch's ConvTranspose2d with padding=1, kernel flipped). The convolution
-    has a bias only when there is no BatchNorm, whose shift makes a bias
-    redundant. BatchNorm uses momentum 0.9 (Torch's 0.1) and keeps its
-    statistics in the 'batch_stats' collection.
+    has a bias only when `normalize` is False: the normalisation's shift makes
+    a bias redundant. `normalization` is "batch" (BatchNorm, momentum 0.9 --
+    Torch's 0.1 --, statistics in the 'batch_stats' collection) or "instance"
+    (InstanceNorm with a learned scale and shift, no state; `train` has no
+    effect on it).
     """
 
     features: int
@@ -145,6 +178,7 @@ class ConvNormAct(nn.Module):
     dilation: int = 1
     transpose: bool = False
     normalize: bool = True
+    normalization: str = "batch"
     activation: Callable | None = nn.relu
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
@@ -152,6 +186,11 @@ class ConvNormAct(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         """Apply the block; `train` selects batch (True) or running statistics."""
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"ConvNormAct.normalization must be one of {NORMALIZATIONS}, "
+                f"got {self.normalization!r}."
+            )
         if self.transpose:
             conv_type, padding = nn.ConvTranspose, "SAME"
         else:
@@ -168,7 +207,11 @@ class ConvNormAct(nn.Module):
             param_dtype=self.param_dtype,
             name="conv",
         )(x)
-        if self.normalize:
+        if self.normalize and self.normalization == "instance":
+            x = nn.InstanceNorm(
+                epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype, name="norm"
+            )(x)
+        elif self.normalize:
             x = nn.BatchNorm(
                 use_running_average=not train,
                 momentum=0.9,
@@ -180,3 +223,39 @@ class ConvNormAct(nn.Module):
         if self.activation is not None:
             x = self.activation(x)
         return x
+
+
+class ResidualBlock(nn.Module):
+    """y = x + F(x) with F = conv-norm-ReLU-conv-norm (no activation after the sum).
+
+    Both convolutions are `kernel_size` x `kernel_size`, stride 1, keep the
+    input's channel count and height and width; `dilations` gives the
+    dilation of the first and of the second. With `normalize` False the
+    convolutions have biases instead of a normalisation.
+    """
+
+    dilations: tuple[int, int] = (1, 1)
+    kernel_size: int = 3
+    normalize: bool = True
+    normalization: str = "batch"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        """x (N, H, W, C) -> (N, H, W, C)."""
+        settings = {
+            "normalize": self.normalize,
+            "normalization": self.normalization,
+            "dtype": self.dtype,
+            "param_dtype": self.param_dtype,
+        }
+        first, second = self.dilations
+        features = x.shape[-1]
+        residual = ConvNormAct(
+            features, self.kernel_size, dilation=first, name="conv1", **settings
+        )(x, train=train)
+        residual = ConvNormAct(
+            features, self.kernel_size, dilation=second, activation=None, name="conv2", **settings
+        )(residual, train=train)
+        return x + residual
