@@ -53,7 +53,6 @@ import json
 import logging
 import numbers
 import os
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -64,7 +63,7 @@ import jax
 import numpy as np
 import skimage.restoration
 
-from inpaint_jax import image_io, inference, masks, metrics
+from inpaint_jax import files, image_io, inference, masks, metrics
 from inpaint_jax.data import sources
 from inpaint_jax.data.builders import common
 
@@ -728,10 +727,7 @@ def prepare_output_dir(path: str | os.PathLike) -> Path:
     """Creates the output folder if needed and checks that files can be written there."""
     path = Path(path).expanduser()
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write_probe_{secrets.token_hex(4)}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        files.check_writable_dir(path)
     except OSError as error:
         raise EvaluationError(
             f"cannot write results to {os.fspath(path)!r} ({error.strerror or error}); "
@@ -796,14 +792,6 @@ def _canonical_json(value: Any) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to a temporary file beside ``path`` and renames it over ``path``."""
-    temp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temp_path, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
+    """Writes ``text`` to ``path`` atomically."""
+    with files.atomic_write(path) as file:
+        file.write(text)

@@ -24,13 +24,14 @@ import contextlib
 import io
 import logging
 import os
-import secrets
 import struct
 import threading
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
+
+from inpaint_jax import files
 
 logger = logging.getLogger(__name__)
 
@@ -345,18 +346,8 @@ def _to_uint8(image) -> np.ndarray:
 
 def _save_atomically(image: Image.Image, path: Path, image_format: str) -> None:
     """Saves to a temporary file beside `path`, then renames it over `path`."""
-    temp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(temp_path, flags, 0o666)  # created with the umask's permissions, unlike mkstemp
-    try:
-        with os.fdopen(fd, "wb") as file:
-            image.save(file, format=image_format, **_SAVE_OPTIONS.get(image_format, {}))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
+    with files.atomic_write(path, binary=True) as file:
+        image.save(file, format=image_format, **_SAVE_OPTIONS.get(image_format, {}))
 
 
 def write_image(path, image: np.ndarray) -> None:

@@ -19,14 +19,12 @@ No weights are downloaded. `load_vgg(path)` reads a torchvision state dict
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import pickle
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -36,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from inpaint_jax import files
 from inpaint_jax.models.layers import InputShapeError
 
 # Output channels of the 3x3 convolutions of each block; every block ends
@@ -489,15 +488,8 @@ def save_converted(path, weights: VGGWeights, source_path=None) -> None:
         for conv, conv_params in weights.variables["params"].items()
         for kind, value in conv_params.items()
     }
-    temp_path = f"{os.fspath(path)}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(temp_path, "xb") as file:
-            np.savez(file, metadata=np.array(json.dumps(metadata)), **arrays)
-        os.replace(temp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temp_path)
-        raise
+    with files.atomic_write(path, binary=True) as file:
+        np.savez(file, metadata=np.array(json.dumps(metadata)), **arrays)
 
 
 def converted_metadata(path) -> dict:

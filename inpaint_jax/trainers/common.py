@@ -24,7 +24,7 @@ import optax
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from inpaint_jax import checkpointing, masks, metrics, parallel
+from inpaint_jax import checkpointing, files, masks, metrics, parallel
 from inpaint_jax.data import pipeline, sources
 from inpaint_jax.models import layers
 
@@ -68,11 +68,7 @@ def prepare_workdir(workdir: str | os.PathLike) -> str:
     """Creates `workdir` if needed and checks that it is writable."""
     workdir = os.path.abspath(os.path.expanduser(os.fspath(workdir)))
     try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
+        files.check_writable_dir(workdir)
     except OSError as e:
         raise PermissionError(
             f"Workdir {workdir!r} is not writable ({e.strerror}). Pass a --workdir "
@@ -299,10 +295,8 @@ def write_eval_results(workdir: str, step: int, results: Mapping[str, float]) ->
         with open(path) as f:
             history = [entry for entry in json.load(f) if entry["step"] != step]
     history.append({"step": step, **{k: float(v) for k, v in results.items()}})
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with files.atomic_write(path) as f:
         json.dump(history, f, indent=1)
-    os.replace(tmp, path)
 
 
 def run(
