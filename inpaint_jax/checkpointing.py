@@ -84,13 +84,23 @@ class Checkpointer:
       save_interval_steps: :meth:`should_save` is True on multiples of this.
       async_save: write in a background thread; call :meth:`wait_until_finished`
         (or :meth:`close`) before reading the files or exiting.
+      read_only: open an existing directory only to read it (inference): nothing
+        is created, probed or cleaned up, so it is safe while a training run
+        writes there; :meth:`save` raises and :meth:`restore` skips the data
+        state (so any process count can read it). The other options are unused.
 
     Use it as a context manager or call :meth:`close` when done. Every method
     must be called by all processes.
     """
 
     def __init__(self, directory, *, max_to_keep: int | None = 3,
-                 save_interval_steps: int = 1000, async_save: bool = True):
+                 save_interval_steps: int = 1000, async_save: bool = True,
+                 read_only: bool = False):
+        self._read_only = read_only
+        if read_only:
+            self._directory = epath.Path(directory)
+            self._manager = _read_only_manager(self._directory)
+            return
         if max_to_keep is not None and max_to_keep < 1:
             raise ValueError(f"max_to_keep must be at least 1 (or None to keep every "
                              f"checkpoint); got {max_to_keep}.")
@@ -99,14 +109,6 @@ class Checkpointer:
                 f"save_interval_steps must be at least 1; got {save_interval_steps}.")
         self._directory = epath.Path(directory)
         _check_writable(self._directory)
-        process_file = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-        every_process_writes = ocp.options.MultiprocessingOptions(primary_host=None)
-        registry = ocp.handlers.create_default_handler_registry(**{
-            _STATE: ocp.handlers.StandardCheckpointHandler(),
-            _CONFIG: ocp.handlers.JsonCheckpointHandler("config.json"),
-            _DATA_STATE: ocp.handlers.JsonCheckpointHandler(
-                process_file, multiprocessing_options=every_process_writes),
-        })
         options = ocp.CheckpointManagerOptions(
             save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(
                 save_interval_steps),
@@ -115,7 +117,7 @@ class Checkpointer:
             cleanup_tmp_directories=True,
         )
         self._manager = ocp.CheckpointManager(self._directory, options=options,
-                                              handler_registry=registry)
+                                              handler_registry=_handler_registry())
 
     @property
     def directory(self) -> epath.Path:
@@ -150,6 +152,9 @@ class Checkpointer:
           True if a save was started; False if it was skipped (off the interval, or
           a checkpoint for `step` exists already: it is never overwritten).
         """
+        if self._read_only:
+            raise RuntimeError(f"This Checkpointer opened {self._directory} read-only; "
+                               "open it without read_only=True to save.")
         step = int(step)
         if step in self._manager.all_steps():
             logging.info("A checkpoint for step %d exists already; not saving it again.", step)
@@ -187,7 +192,9 @@ class Checkpointer:
                 f"The {where} holds no training state; inpaint_jax did not write it. "
                 "Start a fresh run with a new --workdir.")
         _check_matches(saved_items[_STATE].tree, template, where)
-        json_names = [name for name in (_CONFIG, _DATA_STATE) if name in saved_items]
+        # Read-only checkpointers serve inference, which has no data iterator to resume.
+        wanted = (_CONFIG,) if self._read_only else (_CONFIG, _DATA_STATE)
+        json_names = [name for name in wanted if name in saved_items]
         json_values = self._restore_json(step, json_names, where) if json_names else {}
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         restored = self._manager.restore(
@@ -196,6 +203,22 @@ class Checkpointer:
         return RestoredCheckpoint(
             step=step, state=restored[_STATE], config=json_values.get(_CONFIG),
             data_state=None if data_state is None else _decode_data_state(data_state))
+
+    def read_config(self, step: int | None = None) -> dict:
+        """The config saved with the checkpoint at `step` (default: the latest), as a dict.
+
+        Reads only the JSON config, not the state, so callers can build the
+        template for :meth:`restore` from it.
+
+        Raises:
+          CheckpointNotFoundError: no such step, or it holds no config.
+        """
+        step = self._resolve_step(step)
+        where = f"checkpoint for step {step} in {self._directory}"
+        if _CONFIG not in self._manager.item_metadata(step):
+            raise CheckpointNotFoundError(
+                f"The {where} holds no config; it was not written by an inpaint_jax trainer.")
+        return self._restore_json(step, [_CONFIG], where)[_CONFIG]
 
     def wait_until_finished(self) -> None:
         """Blocks until a background save has been written and committed."""
@@ -231,6 +254,30 @@ class Checkpointer:
                 f"The {where} has no data-iterator state for process {jax.process_index()} "
                 f"of {jax.process_count()} ({error}). Resume with as many processes as "
                 "wrote it, or start a fresh run with a new --workdir.") from error
+
+
+def _handler_registry() -> ocp.handlers.CheckpointHandlerRegistry:
+    """How each item of a checkpoint step is written and read."""
+    process_file = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    every_process_writes = ocp.options.MultiprocessingOptions(primary_host=None)
+    return ocp.handlers.create_default_handler_registry(**{
+        _STATE: ocp.handlers.StandardCheckpointHandler(),
+        _CONFIG: ocp.handlers.JsonCheckpointHandler("config.json"),
+        _DATA_STATE: ocp.handlers.JsonCheckpointHandler(
+            process_file, multiprocessing_options=every_process_writes),
+    })
+
+
+def _read_only_manager(directory: epath.Path) -> ocp.CheckpointManager:
+    """An orbax manager that only reads the existing checkpoints in `directory`."""
+    if not directory.is_dir():
+        raise CheckpointNotFoundError(
+            f"There is no checkpoint directory {directory}. Check the path: it should be "
+            "a run's checkpoints directory, the one training wrote into <workdir>/checkpoints.")
+    options = ocp.CheckpointManagerOptions(
+        read_only=True, create=False, save_interval_steps=0,
+        enable_async_checkpointing=False)
+    return ocp.CheckpointManager(directory, options=options, handler_registry=_handler_registry())
 
 
 def _check_writable(directory: epath.Path) -> None:

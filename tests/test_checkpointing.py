@@ -338,3 +338,48 @@ def test_multiple_processes_defer_to_jax_preemption_sync(monkeypatch):
         assert signal.getsignal(signal.SIGTERM) is handler_before
         assert [watcher.should_stop(step) for step in (4, 5)] == [False, True]
     assert asked == [4, 5]
+
+
+def test_read_only_checkpointer_restores_without_touching_the_directory(checkpointer):
+    state, config = make_state(seed=1), {"trainer": "glcic", "size": [16, 20]}
+    checkpointer.save(4, state, data_state={"position": 9}, config=config)
+    checkpointer.close()
+    directory = Path(checkpointer.directory)
+    (directory / "5.orbax-checkpoint-tmp-1").mkdir()  # a save still running elsewhere
+    before = directory_snapshot(directory)
+
+    with checkpointing.Checkpointer(directory, read_only=True) as reader:
+        assert reader.read_config() == config
+        restored = reader.restore(make_state(seed=2))
+        with pytest.raises(RuntimeError, match="read-only"):
+            reader.save(8, state, force=True)
+
+    assert_states_equal(restored.state, state)
+    assert restored.config == config
+    assert restored.data_state is None  # inference has no data iterator to resume
+    assert directory_snapshot(directory) == before
+
+
+def test_read_only_restore_ignores_data_states_of_other_process_counts(checkpointer):
+    checkpointer.save(1, make_state(), data_state={"position": 3})
+    checkpointer.close()
+    data_dir = checkpointer.directory / "1" / "data_state"
+    (data_dir / "process_0-of-1.json").rename(data_dir / "process_0-of-8.json")
+    with checkpointing.Checkpointer(checkpointer.directory, read_only=True) as reader:
+        assert_states_equal(reader.restore(make_state()).state, make_state())
+
+
+def test_read_only_checkpointer_needs_an_existing_directory(tmp_path):
+    missing = tmp_path / "no_such_run" / "checkpoints"
+    with pytest.raises(checkpointing.CheckpointNotFoundError, match="no_such_run"):
+        checkpointing.Checkpointer(missing, read_only=True)
+    assert not missing.parent.exists()
+
+
+def test_read_config_reports_missing_config_or_step(checkpointer):
+    checkpointer.save(2, make_state())
+    checkpointer.wait_until_finished()
+    with pytest.raises(checkpointing.CheckpointNotFoundError, match="holds no config"):
+        checkpointer.read_config()
+    with pytest.raises(checkpointing.CheckpointNotFoundError, match="step 5"):
+        checkpointer.read_config(5)

@@ -1,0 +1,344 @@
+"""Inpainting images of any size with a trained checkpoint.
+
+    model = inference.load_model("/tmp/glcic")           # a workdir
+    result = inference.inpaint(model, image, mask)       # numpy in, numpy out
+
+Images are float32 (H, W, 3) RGB in [0, 1] and masks float32 (H, W, 1) with
+1 = hole, as `image_io` reads them (it also turns grey and RGBA files into RGB
+and can take a mask from an image's alpha channel).
+
+How an image of any size goes through a network that needs sides divisible by
+its down-sampling factor:
+
+* Both sides are padded up to a *bucket* size (`padded_shape`): a multiple of
+  the network's size multiple and of 1/16 of the next power of two. A side
+  grows by less than 1/8 (plus the size multiple), and there are at most 8
+  bucket sizes per octave, so a folder of photos of many sizes compiles the
+  network once per bucket, not once per image. Image and mask are padded by
+  mirror reflection (holes are mirrored too, so the padding never shows the
+  network the colours under a hole), and the prediction is cropped back.
+* One `jax.jit` function per loaded model serves every bucket;
+  `InpaintingModel.compiled_shapes` lists the padded shapes it was traced for.
+* The result is composited in numpy on the caller's unpadded array, so known
+  pixels come back bit-exact: an image read from an 8-bit file and written
+  back has the same bytes outside the holes.
+* With `max_size`, larger images are run at a reduced size and only the
+  prediction is scaled back up; see `inpaint`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+from pathlib import Path
+
+import cv2
+import jax
+import ml_collections
+import numpy as np
+
+from inpaint_jax import checkpointing, image_io, parallel
+from inpaint_jax import postprocess as postprocessing
+from inpaint_jax.models import glcic, layers
+
+logger = logging.getLogger(__name__)
+
+# Input height and width multiples of the generators that do not declare
+# their own `size_multiple` attribute, by trainer family.
+FAMILY_SIZE_MULTIPLES = {"glcic": glcic.COMPLETION_SIZE_MULTIPLE}
+
+# What a trainer module must provide for its checkpoints to be loaded here.
+_TRAINER_FUNCTIONS = ("build_models", "create_train_state")
+
+# Holes covering more than this fraction of the image suggest an inverted mask.
+INVERTED_MASK_FRACTION = 0.5
+
+
+class ModelLoadError(ValueError):
+    """A checkpoint that cannot be loaded as an inpainting model."""
+
+
+class InvalidImageError(ValueError):
+    """An image array that is not float RGB (H, W, 3) in [0, 1]."""
+
+
+def padded_shape(height: int, width: int, size_multiple: int) -> tuple[int, int]:
+    """The bucket (height, width) an image is padded to before the network sees it.
+
+    Each side n becomes the next multiple of both `size_multiple` and
+    2 ** (ceil(log2(n)) - 4): at most 8 sizes per octave, less than n / 8 + size_multiple
+    pixels added.
+    """
+    return _bucket(height, size_multiple), _bucket(width, size_multiple)
+
+
+def _bucket(size: int, size_multiple: int) -> int:
+    """One side of `padded_shape`."""
+    # For 2**(k-1) < size <= 2**k, steps of 2**(k-4) give 8 buckets per octave.
+    step = math.lcm(size_multiple, 2 ** max(0, (size - 1).bit_length() - 4))
+    return -(-size // step) * step
+
+
+def check_image(image) -> np.ndarray:
+    """Returns `image` as float32 (H, W, 3) in [0, 1], or raises InvalidImageError."""
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[-1] != 3 or array.size == 0:
+        raise InvalidImageError(
+            f"expected an RGB image of shape (height, width, 3), got shape {array.shape}; "
+            "image_io.read_image converts grey and RGBA files to RGB"
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InvalidImageError(
+            f"expected a float image with values in [0, 1], got dtype {array.dtype}; "
+            "divide 8-bit images by 255"
+        )
+    if not np.all((array >= 0) & (array <= 1)):
+        raise InvalidImageError(
+            "image values must lie in [0, 1] (and not be NaN); divide [0, 255] data by 255"
+        )
+    return array.astype(np.float32, copy=False)
+
+
+class InpaintingModel:
+    """A trained generator, callable on one image of any size.
+
+    Attributes:
+      name: the trainer family, e.g. "glcic".
+      config: the config the checkpoint was trained with.
+      step: the training step of the checkpoint.
+      size_multiple: the generator's input sides must be multiples of this
+        (handled here by padding).
+    """
+
+    def __init__(self, name: str, config: ml_collections.ConfigDict, step: int,
+                 size_multiple: int, generator, variables):
+        self.name = name
+        self.config = config
+        self.step = step
+        self.size_multiple = size_multiple
+        self._generator = generator
+        self._variables = variables
+        self._compiled_shapes: list[tuple[int, int]] = []
+        self._predict = jax.jit(self._traced_predict)
+
+    @property
+    def compiled_shapes(self) -> tuple[tuple[int, int], ...]:
+        """The padded (height, width) shapes the network was compiled for, in order."""
+        return tuple(self._compiled_shapes)
+
+    def _traced_predict(self, variables, image, mask):
+        self._compiled_shapes.append(tuple(image.shape[1:3]))  # runs once per trace
+        return self._generator.apply(variables, image, mask, train=False)
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The raw network prediction (H, W, 3) float32 for every pixel, not composited.
+
+        `image` is float (H, W, 3) in [0, 1], `mask` (H, W, 1) or (H, W) with
+        1 = hole, of the same size (validated like `image_io.validate_mask`).
+        """
+        image = check_image(image)
+        height, width = image.shape[:2]
+        mask = image_io.validate_mask(mask, "mask", expected_shape=(height, width))
+        target_height, target_width = padded_shape(height, width, self.size_multiple)
+        padding = ((0, target_height - height), (0, target_width - width), (0, 0))
+        prediction = self._predict(
+            self._variables,
+            np.pad(image, padding, mode="reflect")[None],
+            np.pad(mask, padding, mode="reflect")[None],
+        )
+        prediction = np.asarray(prediction[0, :height, :width], dtype=np.float32)
+        if not np.all(np.isfinite(prediction)):
+            raise FloatingPointError(
+                f"the {self.name} model from step {self.step} predicted NaN or infinite "
+                "values; the checkpoint is broken (training diverged?)"
+            )
+        return prediction
+
+
+def load_model(path) -> InpaintingModel:
+    """Loads the generator of a checkpoint for inference on the first local device.
+
+    `path` is a training workdir (its newest checkpoint is used), its
+    ``checkpoints`` directory, or one checkpoint step directory
+    (``<workdir>/checkpoints/<step>``). The checkpoint is opened read-only, so
+    this is safe while training still writes to it.
+
+    Raises:
+      FileNotFoundError: `path` does not exist or holds no checkpoint.
+      ModelLoadError: the checkpoint's config names an unknown trainer or
+        cannot be used, or its saved state does not fit that config.
+    """
+    directory, step = _checkpoint_location(Path(path).expanduser())
+    with checkpointing.Checkpointer(directory, read_only=True) as checkpointer:
+        step = checkpointer.latest_step() if step is None else step
+        if step is None:
+            raise checkpointing.CheckpointNotFoundError(
+                f"{path} holds no complete checkpoint; pass a training workdir, its "
+                "checkpoints directory or one of its step directories"
+            )
+        where = f"the checkpoint for step {step} in {directory}"
+        name, config, generator, variables = _restore_generator(checkpointer, step, where)
+    logger.info("Loaded the %s model of step %d from %s.", name, step, directory)
+    return InpaintingModel(name, config, step, _size_multiple(name, generator), generator,
+                           variables)
+
+
+def _restore_generator(checkpointer: checkpointing.Checkpointer, step: int, where: str):
+    """(family name, config, generator module, generator variables) of checkpoint `step`."""
+    try:
+        config = ml_collections.ConfigDict(checkpointer.read_config(step))
+    except (TypeError, ValueError) as error:
+        raise ModelLoadError(
+            f"cannot read the config saved with {where} ({type(error).__name__}: {error}); "
+            "its config/config.json is damaged"
+        ) from error
+    name = config.get("trainer")
+    trainer = _trainer_module(name, where)
+    try:
+        generator, discriminator = trainer.build_models(config)
+        template = _state_template(trainer, config, generator, discriminator)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise ModelLoadError(
+            f"cannot build the {name} model that {where} describes: {type(error).__name__}: "
+            f"{error}. Its config/config.json may be from another version of inpaint_jax "
+            "or edited by hand."
+        ) from error
+    try:
+        restored = checkpointer.restore(template, step)
+    except checkpointing.CheckpointMismatchError as error:
+        raise ModelLoadError(
+            f"the saved state of {where} does not fit the {name} model its config "
+            f"describes; the checkpoint is damaged or was written by other code.\n{error}"
+        ) from error
+    state = restored.state
+    variables = {"params": state.g_params, "batch_stats": state.batch_stats["g"]}
+    return name, config, generator, variables
+
+
+def _checkpoint_location(path: Path) -> tuple[Path, int | None]:
+    """(checkpoints directory, step or None for the newest) for a user-given path."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no such workdir or checkpoint: {path}; pass a training workdir, its "
+            "checkpoints directory or one of its step directories"
+        )
+    if (path / "checkpoints").is_dir():
+        return path / "checkpoints", None
+    if path.name.isdigit() and (path / "state").is_dir():
+        return path.parent, int(path.name)
+    return path, None
+
+
+def _trainer_module(name, where: str):
+    """The module of inpaint_jax.trainers named by a checkpoint's config.trainer."""
+    module_name = f"inpaint_jax.trainers.{name}"
+    unknown = ModelLoadError(
+        f"{where} was trained with trainer {name!r}, which is not a model trainer of "
+        "inpaint_jax.trainers; was it written by other code?"
+    )
+    if not isinstance(name, str) or not name.isidentifier():
+        raise unknown
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        raise unknown from error
+    if not all(hasattr(module, function) for function in _TRAINER_FUNCTIONS):
+        raise unknown
+    return module
+
+
+def _size_multiple(name: str, generator) -> int:
+    """The generator's own `size_multiple`, else its family's entry in FAMILY_SIZE_MULTIPLES."""
+    multiple = getattr(generator, "size_multiple", FAMILY_SIZE_MULTIPLES.get(name))
+    if multiple is None:
+        raise ModelLoadError(
+            f"inference does not know the input size multiple of {name} generators; give "
+            f"{type(generator).__name__} a size_multiple attribute or add {name!r} to "
+            "inference.FAMILY_SIZE_MULTIPLES"
+        )
+    return multiple
+
+
+def _state_template(trainer, config, generator, discriminator):
+    """Shapes, dtypes and a one-device sharding of the training state, without computing it."""
+    # Imported here: it pulls in the data pipeline (TensorFlow), which inpainting
+    # needs only once it loads a model.
+    from inpaint_jax.trainers import common  # noqa: PLC0415
+
+    device = jax.local_devices()[0]
+    mesh = parallel.create_mesh([device])
+    g_tx = common.create_optimizer(config.g_optimizer)
+    d_tx = common.create_optimizer(config.d_optimizer)
+    shapes = jax.eval_shape(
+        lambda: trainer.create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
+    )
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                          sharding=sharding), shapes)
+
+
+def inpaint(model, image: np.ndarray, mask: np.ndarray, *, postprocess: bool = False,
+            max_size: int | None = None) -> np.ndarray:
+    """Fills the holes of `image`; returns float32 (H, W, 3) with known pixels unchanged.
+
+    Args:
+      model: an `InpaintingModel`, or any callable (image, mask) -> raw
+        prediction with the same contract.
+      image: float (H, W, 3) RGB in [0, 1], any size.
+      mask: (H, W, 1) or (H, W), 1 (or True) = hole, any number of holes;
+        validated like `image_io.validate_mask`.
+      postprocess: blend each filled hole into its surroundings as GLCIC does
+        (`postprocess.postprocess`: fast marching, then Poisson blending).
+      max_size: if the longer side exceeds this, the network runs on the image
+        scaled down (area averaging) so that the longer side is `max_size`, and
+        its filled image is scaled back up (bicubic). The scaled-down mask
+        marks every pixel that overlaps a hole at all, so no colour from under a
+        hole reaches the result. Known pixels still come from `image`.
+
+    A mask without holes returns a copy of `image` (`validate_mask` logs a
+    warning); a mask that is all hole raises `image_io.MaskError`, as does a
+    mask of another size (naming both sizes). A hole covering more than half of
+    the image logs a warning that the mask may be inverted.
+    """
+    if max_size is not None and max_size < 1:
+        raise ValueError(f"max_size must be a positive number of pixels, got {max_size}")
+    image = check_image(image)
+    height, width = image.shape[:2]
+    mask = image_io.validate_mask(mask, "mask", expected_shape=(height, width))
+    hole_fraction = float(mask.mean())
+    if hole_fraction == 0:
+        return image.copy()
+    if hole_fraction > INVERTED_MASK_FRACTION:
+        logger.warning(
+            "the holes cover %.0f%% of the image; if the mask marks the pixels to keep "
+            "instead of the ones to fill, invert it (white = hole)", 100 * hole_fraction)
+    if max_size is not None and max(height, width) > max_size:
+        prediction = _predict_downscaled(model, image, mask, max_size)
+    else:
+        prediction = model(image, mask)
+    completed = layers.composite(image, np.asarray(prediction, np.float32), mask)
+    if postprocess:
+        completed = postprocessing.postprocess(completed, mask)
+    return completed
+
+
+def _predict_downscaled(model, image: np.ndarray, mask: np.ndarray, max_size: int) -> np.ndarray:
+    """The filled image at `image`'s size, computed with the longer side scaled to `max_size`."""
+    height, width = image.shape[:2]
+    scale = max_size / max(height, width)
+    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2: (w, h)
+    small_image = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
+    # Area averaging leaves exactly 0 where no hole pixel contributes.
+    small_mask = (cv2.resize(mask[..., 0], small_size, interpolation=cv2.INTER_AREA) > 0)
+    if small_mask.all():
+        raise image_io.MaskError(
+            f"scaled down to {small_size[1]}x{small_size[0]} for max_size={max_size}, every "
+            "pixel touches a hole; pass a larger max_size, or none"
+        )
+    small_mask = small_mask.astype(np.float32)[..., None]
+    small_completed = layers.composite(small_image, model(small_image, small_mask), small_mask)
+    completed = cv2.resize(small_completed, (width, height), interpolation=cv2.INTER_CUBIC)
+    return np.clip(completed, 0, 1)

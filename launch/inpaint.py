@@ -1,0 +1,178 @@
+"""Inpaints photos with a trained model.
+
+  python -m launch.inpaint --workdir=DIR --image=photo.jpg --mask=mask.png --output=out.png
+  python -m launch.inpaint --checkpoint=DIR/checkpoints/600 --image=photo.png --output=out.png
+  python -m launch.inpaint --workdir=DIR --image=photos/ --mask=masks/ --output=results/
+
+Masks are white where holes are (a mask file with transparent pixels marks
+holes by transparency instead). Without --mask, each image's own alpha channel
+is its mask: transparent pixels are filled. Images of any size, grey or with
+alpha, are accepted; the result is RGB, known pixels unchanged.
+
+Folders: images and masks are paired by file name without extension
+(photo.jpg + photo.png); files without a partner are listed and skipped, and
+each result is written as <output>/<name>.png into the existing --output folder.
+--max_size=N runs the network on images scaled down to N pixels on the longer
+side; --postprocess blends the filled holes into their surroundings (GLCIC).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from absl import app, flags
+from PIL import Image
+from tqdm import tqdm
+
+from inpaint_jax import image_io, inference
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir; its newest checkpoint is used.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "Checkpoint step directory (<workdir>/checkpoints/<step>), instead of "
+    "--workdir.")
+_IMAGE = flags.DEFINE_string("image", None, "Image file, or a folder of images.")
+_MASK = flags.DEFINE_string(
+    "mask", None, "Mask file (white = hole), or a folder of masks named like the images. "
+    "Default: each image's alpha channel (transparent = hole).")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Output file (its extension picks the format), or an existing folder when "
+    "--image is a folder.")
+_METHOD = flags.DEFINE_enum(
+    "method", "model", ["model"], "How holes are filled: model = the network of --workdir or "
+    "--checkpoint.")
+_POSTPROCESS = flags.DEFINE_bool(
+    "postprocess", False, "Blend filled holes into their surroundings (GLCIC's fast marching + "
+    "Poisson blending).")
+_MAX_SIZE = flags.DEFINE_integer(
+    "max_size", None, "Run the network on images scaled down to this longer side (pixels); "
+    "known pixels stay at full resolution.", lower_bound=1)
+flags.mark_flags_as_required(["image", "output"])
+flags.mark_flags_as_mutual_exclusive(["workdir", "checkpoint"], required=True)
+
+# Per-image problems that skip that image in folder mode instead of stopping the run.
+_BAD_INPUT_ERRORS = (image_io.ImageFileError, image_io.MaskError, OSError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One image to inpaint; `mask` None means the image's alpha channel."""
+
+    image: Path
+    mask: Path | None
+    output: Path
+
+
+def plan_jobs(image: str, mask: str | None, output: str) -> list[Job]:
+    """The jobs for the --image, --mask and --output paths, checked before any work.
+
+    Raises app.UsageError for missing inputs, a missing output directory, or
+    folders whose files do not pair up.
+    """
+    image_path, output_path = Path(image), Path(output)
+    mask_path = None if mask is None else Path(mask)
+    if image_path.is_dir():
+        return _folder_jobs(image_path, mask_path, output_path)
+    for name, path in (("--image", image_path), ("--mask", mask_path)):
+        if path is not None and not path.is_file():
+            raise app.UsageError(f"{name} {path} is not a file or folder")
+    if output_path.is_dir():
+        raise app.UsageError(f"--output {output_path} is a folder; name the output file, "
+                             "e.g. --output=result.png")
+    if not output_path.parent.is_dir():
+        raise app.UsageError(f"the folder of --output {output_path} does not exist; "
+                             "create it first")
+    return [Job(image_path, mask_path, output_path)]
+
+
+def _folder_jobs(image_dir: Path, mask_dir: Path | None, output_dir: Path) -> list[Job]:
+    """One job per image of `image_dir` with a mask of the same name (or its alpha)."""
+    if not output_dir.is_dir():
+        raise app.UsageError(f"--image is a folder, so --output must be an existing folder; "
+                             f"{output_dir} is not")
+    if mask_dir is not None and not mask_dir.is_dir():
+        raise app.UsageError(f"--image is a folder, so --mask must be a folder too (or left "
+                             f"out to use alpha channels); {mask_dir} is not")
+    inputs = {image_dir.resolve()} | ({mask_dir.resolve()} if mask_dir else set())
+    if output_dir.resolve() in inputs:
+        raise app.UsageError(f"--output {output_dir} is an input folder; results would "
+                             "overwrite inputs, so choose another folder")
+    images = _images_by_name(image_dir)
+    if not images:
+        raise app.UsageError(f"--image folder {image_dir} holds no image files")
+    masks = images if mask_dir is None else _images_by_name(mask_dir)
+    unmatched = sorted(str(paths[name]) for paths, others in ((images, masks), (masks, images))
+                       for name in paths.keys() - others.keys())
+    if unmatched:
+        logging.warning("Skipping %d files that have no partner of the same name: %s",
+                        len(unmatched), ", ".join(unmatched))
+    names = sorted(images.keys() & masks.keys())
+    if not names:
+        raise app.UsageError(f"no image in {image_dir} has a mask of the same name (without "
+                             f"extension) in {mask_dir}")
+    return [Job(images[name], None if mask_dir is None else masks[name],
+                output_dir / f"{name}.png") for name in names]
+
+
+def _images_by_name(folder: Path) -> dict[str, Path]:
+    """The image files of `folder` by name without extension; other files are ignored."""
+    extensions = {ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN}
+    by_name: dict[str, list[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in extensions:
+            by_name.setdefault(path.stem, []).append(path)
+    clashes = [", ".join(path.name for path in paths) for paths in by_name.values()
+               if len(paths) > 1]
+    if clashes:
+        raise app.UsageError(f"{folder} has images that differ only in extension ("
+                             f"{'; '.join(clashes)}); rename them so that names pair up")
+    return {name: paths[0] for name, paths in by_name.items()}
+
+
+def inpaint_files(model, jobs: list[Job], *, postprocess: bool,
+                  max_size: int | None) -> list[str]:
+    """Inpaints every job; returns "image: error" for each skipped bad input.
+
+    A single job's errors are raised; with several jobs, unreadable images and
+    unusable masks are logged and skipped so that the others still get done.
+    """
+    failures = []
+    for job in tqdm(jobs, unit="image", disable=len(jobs) == 1):
+        try:
+            image = image_io.read_image(job.image)
+            if job.mask is None:
+                mask = image_io.read_alpha_mask(job.image)
+            else:
+                mask = image_io.read_mask(job.mask, expected_shape=image.shape[:2])
+            result = inference.inpaint(model, image, mask, postprocess=postprocess,
+                                       max_size=max_size)
+            image_io.write_image(job.output, result)
+        except _BAD_INPUT_ERRORS as error:
+            if len(jobs) == 1:
+                raise
+            logging.error("Skipping %s: %s", job.image, error)
+            failures.append(f"{job.image}: {error}")
+    return failures
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    jobs = plan_jobs(_IMAGE.value, _MASK.value, _OUTPUT.value)
+    try:
+        model = inference.load_model(_WORKDIR.value or _CHECKPOINT.value)
+        failures = inpaint_files(model, jobs, postprocess=_POSTPROCESS.value,
+                                 max_size=_MAX_SIZE.value)
+    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+        raise SystemExit(f"Error: {error}") from error
+    done = len(jobs) - len(failures)
+    logging.info("Inpainted %d of %d images (method %s: the %s model of step %d).", done,
+                 len(jobs), _METHOD.value, model.name, model.step)
+    if failures:
+        raise SystemExit(f"Error: {len(failures)} of {len(jobs)} images failed:\n"
+                         + "\n".join(failures))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,257 @@
+"""Tests for inpaint_jax.inference with the tiny trained GLCIC of the `glcic_workdir` fixture."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import cv2
+import jax
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from configs import pggan as pggan_config
+from inpaint_jax import checkpointing, image_io, inference, parallel
+from inpaint_jax.models import glcic
+from inpaint_jax.trainers import common, pggan
+
+
+def photo(height: int, width: int) -> np.ndarray:
+    """scikit-image's astronaut resized to height x width, float32 RGB from 8-bit values."""
+    pixels = cv2.resize(skimage.data.astronaut(), (width, height), interpolation=cv2.INTER_AREA)
+    return pixels.astype(np.float32) / 255
+
+
+def two_holes(height: int, width: int) -> np.ndarray:
+    mask = np.zeros((height, width, 1), np.float32)
+    mask[height // 8: height // 3, width // 8: width // 3] = 1
+    mask[height // 2: height - height // 6, width // 2: width - width // 5] = 1
+    return mask
+
+
+@pytest.fixture(scope="module")
+def model(glcic_workdir):
+    return inference.load_model(glcic_workdir)
+
+
+def assert_known_pixels_kept_and_holes_filled(result, image, mask):
+    known = mask[..., 0] == 0
+    assert result.shape == image.shape and result.dtype == np.float32
+    np.testing.assert_array_equal(result[known], image[known])
+    assert np.abs(result[~known] - image[~known]).mean() > 0.01
+
+
+def test_odd_sized_photo_round_trips_with_known_pixels_exact(model):
+    image, mask = photo(333, 517), two_holes(333, 517)
+    result = inference.inpaint(model, image, mask)
+    assert_known_pixels_kept_and_holes_filled(result, image, mask)
+
+
+def test_8bit_file_written_back_keeps_the_bytes_of_known_pixels(model, tmp_path):
+    pixels = cv2.resize(skimage.data.astronaut(), (61, 45), interpolation=cv2.INTER_AREA)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    mask = two_holes(45, 61)
+
+    result = inference.inpaint(model, image_io.read_image(tmp_path / "photo.png"), mask)
+    image_io.write_image(tmp_path / "result.png", result)
+
+    written = np.asarray(Image.open(tmp_path / "result.png"))
+    known = mask[..., 0] == 0
+    np.testing.assert_array_equal(written[known], pixels[known])
+    assert np.any(written[~known] != pixels[~known])
+
+
+def test_load_model_takes_a_workdir_its_checkpoints_or_one_step(model, glcic_workdir):
+    assert (model.name, model.step) == ("glcic", 6)
+    assert model.size_multiple == glcic.COMPLETION_SIZE_MULTIPLE
+    assert model.config.trainer == "glcic"
+    checkpoints = Path(glcic_workdir) / "checkpoints"
+    assert inference.load_model(checkpoints).step == 6
+    older = inference.load_model(checkpoints / "3")
+    assert older.step == 3
+
+    image, mask = photo(24, 32), two_holes(24, 32)
+    assert not np.array_equal(older(image, mask), model(image, mask))  # other parameters
+
+
+def test_one_compilation_per_padded_shape_bucket(glcic_workdir):
+    model = inference.load_model(glcic_workdir)  # fresh: nothing compiled yet
+    sizes = [(20, 30), (19, 29), (17, 31), (40, 40), (37, 38), (65, 70), (18, 32)]
+    for height, width in sizes:
+        prediction = model(photo(height, width), two_holes(height, width))
+        assert prediction.shape == (height, width, 3)
+        assert np.all((prediction >= 0) & (prediction <= 1))
+
+    buckets = [inference.padded_shape(h, w, model.size_multiple) for h, w in sizes]
+    assert model.compiled_shapes == tuple(dict.fromkeys(buckets))
+    assert len(model.compiled_shapes) == 3
+
+
+def test_padded_shape_buckets_are_few_and_tight():
+    sides = range(1, 4097)
+    buckets = [inference.padded_shape(side, side, 4)[0] for side in sides]
+    for side, bucket in zip(sides, buckets):
+        assert bucket % 4 == 0 and side <= bucket < side + side / 8 + 4
+    for octave in range(5, 12):  # sides in (2**octave, 2**(octave + 1)]
+        assert len({b for s, b in zip(sides, buckets) if 2**octave < s <= 2**(octave + 1)}) == 8
+    assert inference.padded_shape(333, 517, 4) == (352, 576)
+
+
+def test_empty_mask_returns_the_image_with_a_warning(model, caplog):
+    image = photo(20, 24)
+    with caplog.at_level(logging.WARNING):
+        result = inference.inpaint(model, image, np.zeros((20, 24, 1), np.float32))
+    np.testing.assert_array_equal(result, image)
+    assert "no hole" in caplog.text
+
+
+def test_large_hole_warns_that_the_mask_may_be_inverted(model, caplog):
+    mask = np.ones((20, 24, 1), np.float32)
+    mask[:6] = 0
+    with caplog.at_level(logging.WARNING):
+        inference.inpaint(model, photo(20, 24), mask)
+    assert "70%" in caplog.text and "invert" in caplog.text
+
+
+def test_mask_errors_are_explained(model):
+    with pytest.raises(image_io.MaskError, match="every pixel"):
+        inference.inpaint(model, photo(20, 24), np.ones((20, 24, 1), np.float32))
+    with pytest.raises(image_io.MaskError, match=r"21x24 .* 20x24"):
+        inference.inpaint(model, photo(20, 24), np.zeros((21, 24, 1), np.float32))
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((8, 8, 3), np.uint8), "divide 8-bit images by 255"),
+    (np.zeros((8, 8), np.float32), r"shape \(height, width, 3\)"),
+    (np.zeros((8, 8, 4), np.float32), "image_io.read_image converts"),
+    (np.full((8, 8, 3), 255.0, np.float32), r"in \[0, 1\]"),
+], ids=["uint8", "grey", "rgba", "0-255 floats"])
+def test_bad_image_arrays_are_explained(model, image, message):
+    mask = np.zeros((8, 8, 1), np.float32)
+    mask[2:4, 2:4] = 1
+    with pytest.raises(inference.InvalidImageError, match=message):
+        inference.inpaint(model, image, mask)
+
+
+class ConstantModel:
+    """Predicts one grey level everywhere; records the sizes it is called with."""
+
+    def __init__(self, value):
+        self.value = value
+        self.sizes = []
+
+    def __call__(self, image, mask):
+        self.sizes.append(image.shape[:2])
+        return np.full(image.shape, self.value, np.float32)
+
+
+def test_max_size_runs_small_and_no_colour_from_under_the_holes_leaks():
+    height, width = 97, 131
+    image = np.full((height, width, 3), 0.5, np.float32)
+    mask = np.zeros((height, width), np.uint8)
+    cv2.circle(mask, (40, 50), 15, 1, thickness=-1)
+    mask[10, 60:120] = 1  # one pixel thin: shrinks below one pixel
+    mask[70:73, 90:93] = 1
+    image[mask == 1] = (1.0, 0.0, 1.0)  # magenta under the holes must not show
+    network = ConstantModel(0.25)  # grey, like the known pixels
+
+    hole = mask == 1
+    result = inference.inpaint(network, image, hole, max_size=40)
+
+    assert network.sizes == [(30, 40)]
+    np.testing.assert_array_equal(result[~hole], image[~hole])
+    # Hole pixels mix the grey prediction and grey known neighbours only: no magenta.
+    np.testing.assert_array_equal(result[..., 0], result[..., 1])
+    assert result[hole].mean() < 0.4
+
+
+def test_max_size_with_the_model_keeps_known_pixels(model):
+    image, mask = photo(60, 90), two_holes(60, 90)
+    result = inference.inpaint(model, image, mask, max_size=32)
+    assert_known_pixels_kept_and_holes_filled(result, image, mask)
+
+
+def test_max_size_errors_are_explained():
+    image = np.full((40, 40, 3), 0.5, np.float32)
+    stripes = np.zeros((40, 40), np.float32)
+    stripes[:, ::3] = 1  # a third of the pixels, but every downscaled pixel touches one
+    with pytest.raises(image_io.MaskError, match="larger max_size"):
+        inference.inpaint(ConstantModel(0.2), image, stripes, max_size=10)
+    with pytest.raises(ValueError, match="max_size must be a positive"):
+        inference.inpaint(ConstantModel(0.2), image, stripes, max_size=0)
+
+
+def test_postprocess_option_blends_the_holes(model):
+    image, mask = photo(48, 64), two_holes(48, 64)
+    raw = inference.inpaint(model, image, mask)
+    blended = inference.inpaint(model, image, mask, postprocess=True)
+    assert_known_pixels_kept_and_holes_filled(blended, image, mask)
+    assert np.abs(blended - raw)[mask[..., 0] == 1].mean() > 0.01
+
+
+def test_generators_declaring_their_size_multiple_load_without_a_table_entry(tmp_path):
+    config = pggan_config.get_config("runlocal")
+    config.model.update(preset="PGGAN-Res", num_blocks=1, width_multiplier=0.125)
+    generator, discriminator = pggan.build_models(config)
+    state = pggan.create_train_state(
+        config, generator, discriminator, common.create_optimizer(config.g_optimizer),
+        common.create_optimizer(config.d_optimizer), parallel.create_mesh(jax.devices()[:1]))
+    with checkpointing.Checkpointer(tmp_path / "checkpoints", async_save=False) as checkpointer:
+        checkpointer.save(1, state, config=config.to_dict(), force=True)
+
+    model = inference.load_model(tmp_path)
+
+    assert "pggan" not in inference.FAMILY_SIZE_MULTIPLES
+    assert (model.name, model.size_multiple) == ("pggan", generator.size_multiple)
+    assert model.size_multiple == 8  # three down-samplings: not GLCIC's 4
+    image, mask = photo(37, 53), two_holes(37, 53)
+    assert_known_pixels_kept_and_holes_filled(inference.inpaint(model, image, mask), image, mask)
+    assert model.compiled_shapes == ((40, 56),)
+
+
+def copy_of_checkpoint(glcic_workdir, destination: Path, edit_config) -> Path:
+    """A copy of checkpoint step 6 whose config.json text is replaced by edit_config(text)."""
+    step = destination / "checkpoints" / "6"
+    shutil.copytree(Path(glcic_workdir) / "checkpoints" / "6", step)
+    config_file = step / "config" / "config.json"
+    config_file.write_text(edit_config(config_file.read_text()))
+    return destination
+
+
+def edit_json(**changes):
+    def edit(text):
+        config = json.loads(text)
+        for key, value in changes.items():
+            *parents, leaf = key.split(".")
+            node = config
+            for parent in parents:
+                node = node[parent]
+            if value is None:
+                del node[leaf]
+            else:
+                node[leaf] = value
+        return json.dumps(config)
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (edit_json(trainer="pix2pix"), "trainer 'pix2pix', which is not a model trainer"),
+    (edit_json(trainer="common"), "trainer 'common', which is not a model trainer"),
+    (lambda text: text[: len(text) // 2], "config/config.json is damaged"),
+    (edit_json(model=None), "cannot build the glcic model"),
+    (edit_json(**{"model.width_multiplier": 0.25}), "does not fit the glcic model"),
+], ids=["unknown trainer", "not a trainer", "truncated json", "missing field", "other architecture"])
+def test_checkpoints_that_do_not_make_a_model_are_explained(glcic_workdir, tmp_path, edit,
+                                                             message):
+    workdir = copy_of_checkpoint(glcic_workdir, tmp_path, edit)
+    with pytest.raises(inference.ModelLoadError, match=message):
+        inference.load_model(workdir)
+
+
+def test_paths_without_checkpoints_are_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such workdir or checkpoint"):
+        inference.load_model(tmp_path / "missing")
+    with pytest.raises(checkpointing.CheckpointNotFoundError, match="no complete checkpoint"):
+        inference.load_model(tmp_path)
