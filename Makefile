@@ -26,6 +26,7 @@ install-test: $(VENV)/.installed-test
 
 demo: install
 	$(PY) -m launch.train --config=configs/glcic.py:runlocal --workdir=$(WORKDIR)
+	$(PY) -m launch.demo_inpaint --workdir=$(WORKDIR)
 
 test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS) tests
