@@ -6,10 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import skimage
 
 from configs import pggan as pggan_config
 from helpers import override
-from inpaint_jax import checkpointing, parallel
+from inpaint_jax import checkpointing, evaluation, inference, parallel
 from inpaint_jax.trainers import common
 from inpaint_jax.trainers import pggan as trainer
 
@@ -129,7 +130,8 @@ def test_unknown_discriminator_is_rejected(photo_dir, tmp_path):
         trainer.build_models(config)
 
 
-def test_trains_checkpoints_and_resumes(photo_dir, tmp_path):
+def test_trains_resumes_inpaints_and_evaluates(photo_dir, tmp_path):
+    """runlocal-style train -> resume -> inpaint an odd-sized photo -> evaluate vs a baseline."""
     workdir = str(tmp_path / "work")
     config = tiny_config(photo_dir, str(tmp_path / "tfds"))
     state = trainer.train_and_evaluate(config, workdir)
@@ -138,3 +140,24 @@ def test_trains_checkpoints_and_resumes(photo_dir, tmp_path):
     longer = tiny_config(photo_dir, str(tmp_path / "tfds"), total_steps=4)
     resumed = trainer.train_and_evaluate(longer, workdir)
     assert int(resumed.step) == 4
+
+    model = inference.load_model(workdir)
+    assert (model.name, model.step, model.size_multiple) == ("pggan", 4, 4)
+    image = skimage.transform.resize(skimage.data.astronaut(), (150, 202), anti_aliasing=True)
+    image = image.astype(np.float32)
+    mask = np.zeros((150, 202, 1), np.float32)
+    mask[40:90, 60:130] = 1.0
+    inpainted = inference.inpaint(model, image, mask)
+    np.testing.assert_array_equal(inpainted[mask[..., 0] == 0], image[mask[..., 0] == 0])
+    assert not np.array_equal(inpainted[mask[..., 0] == 1], image[mask[..., 0] == 1])
+
+    images = evaluation.ImageSet.from_arrays(
+        {"astronaut": image, "chelsea": skimage.img_as_float32(skimage.data.chelsea())}
+    )
+    result = evaluation.evaluate(
+        [evaluation.model_method(model), evaluation.baseline("telea")],
+        images,
+        evaluation.GeneratedMasks("glcic", seed=0),
+        sizes=(128,),
+    )
+    assert {row["method"] for row in result.summary} == {"pggan", "telea"}
