@@ -3,6 +3,8 @@
   python -m launch.inpaint --workdir=DIR --image=photo.jpg --mask=mask.png --output=out.png
   python -m launch.inpaint --checkpoint=DIR/checkpoints/600 --image=photo.png --output=out.png
   python -m launch.inpaint --workdir=DIR --image=photos/ --mask=masks/ --output=results/
+  python -m launch.inpaint --method=nps --content=DIR --vgg=vgg19.npz --image=photo.png \
+      --mask=mask.png --output=out.png
 
 Masks are white where holes are (a mask file with transparent pixels marks
 holes by transparency instead). Without --mask, each image's own alpha channel
@@ -14,6 +16,13 @@ Folders: images and masks are paired by file name without extension
 each result is written as <output>/<name>.png into the existing --output folder.
 --max_size=N runs the network on images scaled down to N pixels on the longer
 side; --postprocess blends the filled holes into their surroundings (GLCIC).
+
+--method=nps is multi-scale neural patch synthesis (Yang et al., CVPR 2017):
+the model of --content (the NPS content network, or any other model such as
+GLCIC) predicts the hole's content at 128 px, then the hole is optimised at
+three scales so that its VGG-19 feature patches (--vgg weights) match patches
+outside it. It takes minutes per 512 px image on a CPU; --nps_iterations
+trades quality for time. See inpaint_jax/nps.py.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from absl import app, flags
 from PIL import Image
 from tqdm import tqdm
 
-from inpaint_jax import image_io, inference
+from inpaint_jax import image_io, inference, nps
+from inpaint_jax.models import vgg
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir; its newest checkpoint is used.")
 _CHECKPOINT = flags.DEFINE_string(
@@ -40,8 +50,18 @@ _OUTPUT = flags.DEFINE_string(
     "output", None, "Output file (its extension picks the format), or an existing folder when "
     "--image is a folder.")
 _METHOD = flags.DEFINE_enum(
-    "method", "model", ["model"], "How holes are filled: model = the network of --workdir or "
-    "--checkpoint.")
+    "method", "model", ["model", "nps"], "How holes are filled: model = the network of "
+    "--workdir or --checkpoint; nps = neural patch synthesis over the network of --content, "
+    "with the VGG-19 of --vgg.")
+_CONTENT = flags.DEFINE_string(
+    "content", None, "--method=nps: workdir or checkpoint step directory of the content network "
+    "(a configs/nps_content.py run, or any other model, e.g. GLCIC).")
+_VGG = flags.DEFINE_string(
+    "vgg", None, "--method=nps: VGG-19 weights: torchvision .pth, Keras .h5 or the .npz that "
+    "launch.convert_vgg writes.")
+_NPS_ITERATIONS = flags.DEFINE_integer(
+    "nps_iterations", None, "--method=nps: L-BFGS iterations at each scale (default: "
+    f"{nps.NPSSettings().iterations}, as in the paper's code).", lower_bound=0)
 _POSTPROCESS = flags.DEFINE_bool(
     "postprocess", False, "Blend filled holes into their surroundings (GLCIC's fast marching + "
     "Poisson blending).")
@@ -49,7 +69,29 @@ _MAX_SIZE = flags.DEFINE_integer(
     "max_size", None, "Run the network on images scaled down to this longer side (pixels); "
     "known pixels stay at full resolution.", lower_bound=1)
 flags.mark_flags_as_required(["image", "output"])
-flags.mark_flags_as_mutual_exclusive(["workdir", "checkpoint"], required=True)
+flags.mark_flags_as_mutual_exclusive(["workdir", "checkpoint"])
+
+# The flags that only one --method uses.
+_METHOD_FLAGS = {"model": ("workdir", "checkpoint"), "nps": ("content", "vgg", "nps_iterations")}
+
+
+@flags.multi_flags_validator(["method", *(name for names in _METHOD_FLAGS.values()
+                                          for name in names)])
+def _check_method_flags(values) -> bool:
+    """--workdir or --checkpoint go with --method=model, --content (and --vgg) with nps."""
+    method = values["method"]
+    misplaced = [f"--{name}" for other, names in _METHOD_FLAGS.items() if other != method
+                 for name in names if values[name] is not None]
+    if misplaced:
+        raise flags.ValidationError(f"{', '.join(misplaced)} cannot be used with "
+                                    f"--method={method}")
+    if method == "model" and values["workdir"] is None and values["checkpoint"] is None:
+        raise flags.ValidationError("--method=model needs --workdir or --checkpoint")
+    if method == "nps" and values["content"] is None:
+        raise flags.ValidationError("--method=nps needs --content: the workdir of the content "
+                                    "network (any inpaint_jax model)")
+    return True
+
 
 # Per-image problems that skip that image in folder mode instead of stopping the run.
 _BAD_INPUT_ERRORS = (image_io.ImageFileError, image_io.MaskError, OSError)
@@ -156,19 +198,32 @@ def inpaint_files(model, jobs: list[Job], *, postprocess: bool,
     return failures
 
 
+def load_method():
+    """The inpainting callable that --method names, and how to describe it in the log."""
+    if _METHOD.value == "model":
+        model = inference.load_model(_WORKDIR.value or _CHECKPOINT.value)
+        return model, f"the {model.name} model of step {model.step}"
+    texture_net, vgg_variables = vgg.load_vgg(_VGG.value, depth=19, config_flag="--vgg")
+    content = inference.load_model(_CONTENT.value)
+    settings = nps.NPSSettings()
+    if _NPS_ITERATIONS.value is not None:
+        settings = dataclasses.replace(settings, iterations=_NPS_ITERATIONS.value)
+    return (nps.NeuralPatchSynthesis(content, texture_net, vgg_variables, settings),
+            f"neural patch synthesis over the {content.name} model of step {content.step}")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     jobs = plan_jobs(_IMAGE.value, _MASK.value, _OUTPUT.value)
     try:
-        model = inference.load_model(_WORKDIR.value or _CHECKPOINT.value)
+        model, description = load_method()
         failures = inpaint_files(model, jobs, postprocess=_POSTPROCESS.value,
                                  max_size=_MAX_SIZE.value)
     except (ValueError, FileNotFoundError, FloatingPointError) as error:
         raise SystemExit(f"Error: {error}") from error
     done = len(jobs) - len(failures)
-    logging.info("Inpainted %d of %d images (method %s: the %s model of step %d).", done,
-                 len(jobs), _METHOD.value, model.name, model.step)
+    logging.info("Inpainted %d of %d images (%s).", done, len(jobs), description)
     if failures:
         raise SystemExit(f"Error: {len(failures)} of {len(jobs)} images failed:\n"
                          + "\n".join(failures))

@@ -8,12 +8,15 @@ import sys
 from pathlib import Path
 
 import cv2
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
 from absl import app, flags
 from PIL import Image
 
+from inpaint_jax.models import vgg
 from launch import inpaint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,4 +174,58 @@ def test_checkpoint_of_another_model_gives_a_clear_error(glcic_workdir, tmp_path
 
     with pytest.raises(SystemExit, match="trainer 'lama', which is not a model trainer"):
         inpaint.main(["inpaint"])
+    assert not (tmp_path / "result.png").exists()
+
+
+@pytest.fixture(scope="module")
+def random_vgg19(tmp_path_factory):
+    """A VGG-19 weight file (.npz, as launch.convert_vgg writes) with random weights."""
+    variables = vgg.VGG(depth=19).init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
+                                       taps=("relu5_4",))
+    path = tmp_path_factory.mktemp("vgg") / "vgg19.npz"
+    weights = vgg.VGGWeights(jax.tree.map(np.asarray, variables), vgg.TORCHVISION_NORMALIZATION, 19)
+    vgg.save_converted(path, weights)
+    return path
+
+
+def test_nps_method_fills_a_hole(glcic_workdir, random_vgg19, tmp_path):
+    pixels = astronaut(40, 52)
+    hole = hole_mask(40, 52, [(14, 20, 26, 34)])
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    Image.fromarray(hole.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    output = tmp_path / "result.png"
+
+    result = run_cli("--method=nps", f"--content={glcic_workdir}", f"--vgg={random_vgg19}",
+                     "--nps_iterations=2", f"--image={tmp_path}/photo.png",
+                     f"--mask={tmp_path}/mask.png", f"--output={output}")
+
+    assert result.returncode == 0, result.stderr
+    assert "neural patch synthesis over the glcic model of step 6" in result.stderr
+    written = read_rgb(output)
+    np.testing.assert_array_equal(written[~hole], pixels[~hole])
+    assert np.abs(written[hole].astype(int) - pixels[hole]).mean() > 3
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ([], "--method=model needs --workdir or --checkpoint"),
+    (["--workdir=w", "--vgg=v.npz"], "--vgg cannot be used with --method=model"),
+    (["--method=nps"], "--method=nps needs --content"),
+    (["--method=nps", "--content=c", "--checkpoint=k"],
+     "--checkpoint cannot be used with --method=nps"),
+], ids=["no model", "vgg without nps", "nps without content", "nps with a checkpoint"])
+def test_each_method_takes_its_own_flags(arguments, message):
+    with pytest.raises(flags.IllegalFlagValueError, match=message):
+        flags.FLAGS(["inpaint", "--image=a.png", "--output=b.png", *arguments])
+    flags.FLAGS.unparse_flags()
+
+
+def test_nps_without_vgg_weights_says_which_file_to_get(tmp_path, parsed_flags):
+    Image.fromarray(astronaut(16, 16)).save(tmp_path / "photo.png")
+    Image.fromarray(np.eye(16, dtype=np.uint8) * 255).save(tmp_path / "mask.png")
+    parsed_flags("--method=nps", f"--content={tmp_path}", f"--image={tmp_path}/photo.png",
+                 f"--mask={tmp_path}/mask.png", f"--output={tmp_path}/result.png")
+
+    with pytest.raises(SystemExit, match="No VGG-19 weights: --vgg is not set") as error:
+        inpaint.main(["inpaint"])
+    assert "vgg19-dcbb9e9d.pth" in str(error.value)
     assert not (tmp_path / "result.png").exists()

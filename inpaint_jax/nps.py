@@ -1,0 +1,524 @@
+"""Multi-scale Neural Patch Synthesis (Yang et al., CVPR 2017): the texture optimisation.
+
+    content_model = inference.load_model("/tmp/nps_content")     # any project model
+    texture_net, vgg_variables = vgg.load_vgg("vgg19.npz", depth=19)
+    nps_model = nps.NeuralPatchSynthesis(content_model, texture_net, vgg_variables)
+    result = inference.inpaint(nps_model, image, mask)          # known pixels bit-exact
+
+`NeuralPatchSynthesis` is a callable (image, mask) -> prediction like
+`inference.InpaintingModel`, so `inference.inpaint` validates, composites and
+post-processes its output as for any network.
+
+What happens to one image (the paper's 512x512 image with a 256x256 hole is
+the running example):
+
+* Working window. One bounding box covers every hole. A square window
+  centred on it, with twice the box's longer side (and at least
+  `NPSSettings.min_size` pixels), is cropped; where it leaves the image it is
+  padded by mirror reflection, holes included (the paper centres the hole and
+  pads). The hole's box so fills at most the central half of the window, the
+  region a Context Encoder-style content network predicts. Scattered holes
+  give one large window rather than one per hole: simple and exact, but the
+  work grows with the holes' spread (see `max_working_size`).
+* Pyramid. `num_scales` levels, each twice the side of the one before, the
+  finest being the window (512 -> 128, 256, 512). Levels smaller than
+  `min_size` are left out. A window larger than `max_working_size` is worked
+  on at that size and its filled hole scaled up (bicubic) at the end. At
+  each level the known pixels are the window scaled down (area averaging)
+  and the hole is every pixel that overlaps a hole at all.
+* Content. The content network sees the window scaled to `content_size`
+  (128) with the scaled mask; its prediction, scaled to the coarsest level,
+  initialises the hole there and is the content target. At each finer level
+  the previous level's result, scaled up (bilinear), is both the
+  initialisation and the content target, as in the paper.
+* Energy at each level, for the image x whose hole pixels are optimised:
+    E(x) = content(x) + texture_weight * texture(x) + tv_weight * TV(x)
+  - content: mean squared difference to the content target over the hole
+    (`losses.masked_mse`, pixel values in [0, 1]);
+  - texture: for each layer of `texture_layers` (VGG relu3_1 and relu4_1),
+    every 3x3xC feature patch centred in the hole (the pixel hole max-pooled
+    like the network, so any overlap counts) is matched to the most similar
+    patch (cosine similarity, i.e. normalised cross-correlation) among the
+    patches lying entirely outside it, and the mean over hole patches of the
+    squared distance to that match is taken (the paper's texture term; the
+    match is a constant target, as in CNNMRF and the released code). Each
+    layer's term is divided by the mean squared norm of its outside patches
+    in the level's initial image, so that it is a relative error whatever
+    the VGG weights' scale (torchvision's and Caffe's features differ by
+    orders of magnitude) and `texture_weight` is a plain number; the layers'
+    terms are summed. Matches are recomputed at every evaluation, as one
+    batched matrix product of hole patches against outside patches (in
+    chunks of `chunk_size` hole patches);
+  - TV: `losses.total_variation` over the pixel pairs touching the hole.
+  Outside patches are sampled every `source_stride` positions, as the
+  released code does (stride 2; 1 searches all of them).
+* Optimiser. L-BFGS (`optax.lbfgs`, zoom line search) for `iterations` steps
+  per level, as the paper (L-BFGS) and its released code (100 iterations at
+  each of 3 levels) do, all steps in one `jax.lax.fori_loop` inside one
+  jitted function per level; it compiles once per image and hole size.
+
+Weights. The released code (github.com/leehomyc/Faster-High-Res-Neural-Inpainting,
+built on CNNMRF) uses gradient-level weights on Caffe-scale features (1e-4
+per texture layer, TV 1e-4 on 0-255 pixels, a VGG relu4_2 content term), which
+do not carry over to the pixel-space energy above; `texture_weight` and
+`tv_weight` are therefore this implementation's own choice: the texture term
+moves hole pixels by a few grey levels where the content prediction is
+flat, and TV only suppresses single-pixel noise.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import cv2
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from inpaint_jax import image_io, inference, losses
+from inpaint_jax.models import layers, vgg
+
+logger = logging.getLogger(__name__)
+
+# Side, in feature positions, of the patches the texture term compares.
+PATCH_SIZE = 3
+# Guards divisions by a patch norm or a feature energy that may be zero.
+_EPSILON = 1e-8
+
+
+class NPSSettingsError(ValueError):
+    """NPSSettings with values the optimisation cannot use."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NPSSettings:
+    """How `NeuralPatchSynthesis` fills a hole; see the module docstring.
+
+    Attributes:
+      num_scales: levels of the pyramid, coarsest first, each twice the side
+        of the one before (the paper: 3, 128 -> 256 -> 512 px).
+      iterations: L-BFGS steps at each level: one number for every level, or
+        one per level from the coarsest (the released code: 100 each).
+      texture_weight: alpha, the weight of the (relative) texture term.
+      tv_weight: beta, the weight of the total variation term.
+      texture_layers: VGG taps whose patches the texture term matches.
+      source_stride: outside patches are taken every this many positions.
+      content_size: side of the square image the content model is given.
+      min_size: smallest working side, in pixels; also the smallest window.
+      max_working_size: largest working side; larger windows are worked on at
+        this size and their result scaled up.
+      chunk_size: hole patches per nearest-neighbour matrix product.
+    """
+
+    num_scales: int = 3
+    iterations: int | tuple[int, ...] = 100
+    texture_weight: float = 0.05
+    tv_weight: float = 0.01
+    texture_layers: tuple[str, ...] = ("relu3_1", "relu4_1")
+    source_stride: int = 2
+    content_size: int = 128
+    min_size: int = 64
+    max_working_size: int = 1024
+    chunk_size: int = 4096
+
+    def __post_init__(self):
+        problems = []
+        integers = {
+            "num_scales": 1, "source_stride": 1, "content_size": 1, "chunk_size": 1,
+            "min_size": 4 * PATCH_SIZE,
+        }
+        for name, least in integers.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < least:
+                problems.append(f"{name} must be an integer >= {least}, got {value!r}")
+        if not isinstance(self.max_working_size, int) or (
+                isinstance(self.min_size, int) and self.max_working_size < self.min_size):
+            problems.append(f"max_working_size must be an integer >= min_size ({self.min_size}), "
+                            f"got {self.max_working_size!r}")
+        counts = self.iterations if isinstance(self.iterations, tuple) else (self.iterations,)
+        if (not all(isinstance(n, int) and n >= 0 for n in counts)
+                or (isinstance(self.iterations, tuple) and len(counts) != self.num_scales)):
+            problems.append(f"iterations must be an integer >= 0 or a tuple of num_scales "
+                            f"({self.num_scales}) of them, got {self.iterations!r}")
+        for name in ("texture_weight", "tv_weight"):
+            if not np.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                problems.append(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
+        if isinstance(self.texture_layers, str) or not self.texture_layers:
+            problems.append(f"texture_layers must be a non-empty tuple of VGG tap names such as "
+                            f"('relu3_1', 'relu4_1'), got {self.texture_layers!r}")
+        if problems:
+            raise NPSSettingsError("Invalid NPS settings: " + "; ".join(problems) + ".")
+
+    def iterations_per_level(self) -> tuple[int, ...]:
+        """Iterations at each of the `num_scales` levels, coarsest first."""
+        if isinstance(self.iterations, tuple):
+            return self.iterations
+        return (self.iterations,) * self.num_scales
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+class Window(NamedTuple):
+    """A square region of an image: rows top..top+side, columns left..left+side.
+
+    It may reach outside the image, where `crop` pads by mirror reflection.
+    """
+
+    top: int
+    left: int
+    side: int
+
+
+def hole_window(hole: np.ndarray, min_size: int) -> Window:
+    """The working window for a boolean (H, W) hole map with at least one hole pixel.
+
+    The square is centred on the bounding box of all holes and has twice its
+    longer side, at least `min_size`.
+    """
+    rows, columns = np.nonzero(hole.any(axis=1))[0], np.nonzero(hole.any(axis=0))[0]
+    top, bottom, left, right = rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
+    side = max(2 * max(bottom - top, right - left), min_size)
+    return Window(int((top + bottom - side) // 2), int((left + right - side) // 2), int(side))
+
+
+def crop(array: np.ndarray, window: Window) -> np.ndarray:
+    """The `window` of an (H, W, ...) array, mirror-padded where it leaves the array."""
+    height, width = array.shape[:2]
+    top, left, side = window
+    padding = [(max(0, -top), max(0, top + side - height)),
+               (max(0, -left), max(0, left + side - width))]
+    padded = np.pad(array, padding + [(0, 0)] * (array.ndim - 2), mode="symmetric")
+    top, left = top + padding[0][0], left + padding[1][0]
+    return padded[top:top + side, left:left + side]
+
+
+def paste(array: np.ndarray, window: Window, values: np.ndarray) -> np.ndarray:
+    """A copy of `array` with the part of `window` inside it taken from `values`."""
+    height, width = array.shape[:2]
+    top, left, side = window
+    rows = slice(max(0, top), min(height, top + side))
+    columns = slice(max(0, left), min(width, left + side))
+    result = array.copy()
+    result[rows, columns] = values[rows.start - top:rows.stop - top,
+                                   columns.start - left:columns.stop - left]
+    return result
+
+
+def pyramid_sizes(side: int, settings: NPSSettings) -> list[int]:
+    """Working sides of the pyramid levels for a `side`-pixel window, coarsest first."""
+    sizes = [round(side / 2 ** level) for level in reversed(range(settings.num_scales))]
+    return [size for size in sizes if size >= settings.min_size] or [side]
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) -> (size, size, 3): area averaging down, bilinear up."""
+    if image.shape[:2] == (size, size):
+        return image
+    shrink = size < image.shape[0]
+    resized = cv2.resize(image, (size, size),
+                         interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.clip(resized, 0, 1)
+
+
+def resize_hole(hole: np.ndarray, size: int) -> np.ndarray:
+    """Boolean (H, W) -> (size, size): every pixel that overlaps a hole at all."""
+    if hole.shape == (size, size):
+        return hole
+    return cv2.resize(hole.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) > 0
+
+
+# --------------------------------------------------------------------------- texture term
+
+
+def pooled_hole(hole: np.ndarray, texture_net: vgg.VGG, tap: str) -> np.ndarray:
+    """The (H, W) pixel hole at the resolution of `tap`: pooled (any overlap) like the network."""
+    layer_names = vgg.tap_names(texture_net.depth)
+    pools = sum(layer.kind == "pool" for layer in vgg.vgg_layers(texture_net.depth)
+                [:layer_names.index(tap)])
+    for _ in range(pools):
+        height, width = hole.shape[0] // 2 * 2, hole.shape[1] // 2 * 2
+        hole = hole[:height, :width].reshape(height // 2, 2, width // 2, 2).any(axis=(1, 3))
+    return hole
+
+
+def patch_positions(hole: np.ndarray, source_stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions (row * w + column) of the 3x3 patches of an (h, w) feature map.
+
+    Returns (hole positions: every patch centred in the hole, source
+    positions: patches lying entirely inside the map and outside the hole,
+    every `source_stride` rows and columns), as int32 arrays.
+    """
+    height, width = hole.shape
+    radius = PATCH_SIZE // 2
+    touches_hole = cv2.dilate(hole.astype(np.uint8), np.ones((PATCH_SIZE,) * 2, np.uint8)) > 0
+    rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    sampled = ((rows - radius) % source_stride == 0) & ((columns - radius) % source_stride == 0)
+    inside = ((rows >= radius) & (rows < height - radius)
+              & (columns >= radius) & (columns < width - radius))
+    source = inside & sampled & ~touches_hole
+    return (np.flatnonzero(hole).astype(np.int32), np.flatnonzero(source).astype(np.int32))
+
+
+def extract_patches(features: jax.Array) -> jax.Array:
+    """(H, W, C) features -> (H * W, 9C): the 3x3 patch centred on each position.
+
+    The map is zero-padded, so border positions have patches too.
+    """
+    patches = jax.lax.conv_general_dilated_patches(
+        features[None], (PATCH_SIZE, PATCH_SIZE), (1, 1), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return patches.reshape(-1, patches.shape[-1])
+
+
+def nearest_neighbours(queries: jax.Array, sources: jax.Array, chunk_size: int) -> jax.Array:
+    """For each row of `queries` (P, D), the index of the most similar row of `sources` (S, D).
+
+    Similarity is the cosine of the angle between the rows (normalised
+    cross-correlation); all similarities of up to `chunk_size` queries come
+    from one matrix product. Rows of zeros are similar to nothing (cosine 0).
+    """
+    unit_sources = sources / (jnp.linalg.norm(sources, axis=1, keepdims=True) + _EPSILON)
+    count = queries.shape[0]
+    chunks = -(-count // chunk_size)
+    padded = jnp.pad(queries, ((0, chunks * chunk_size - count), (0, 0)))
+
+    def best(chunk):
+        # A query's own norm scales its row of similarities: the argmax is the cosine's.
+        return jnp.argmax(chunk @ unit_sources.T, axis=1)
+
+    indices = jax.lax.map(best, padded.reshape(chunks, chunk_size, -1))
+    return indices.reshape(-1)[:count]
+
+
+def texture_loss(features: jax.Array, hole_positions: jax.Array, source_positions: jax.Array,
+                 chunk_size: int = 4096) -> jax.Array:
+    """Mean over hole patches of the squared distance to their nearest outside patch.
+
+    `features` (H, W, C) is one image's feature map; the positions are flat
+    indices into it (see `patch_positions`). The nearest neighbour (by
+    `nearest_neighbours`) is a constant target: no gradient flows into it.
+    """
+    patches = extract_patches(features)
+    queries, sources = patches[hole_positions], patches[source_positions]
+    matches = jax.lax.stop_gradient(sources[nearest_neighbours(queries, sources, chunk_size)])
+    return jnp.mean(jnp.sum(jnp.square(queries - matches), axis=1))
+
+
+# --------------------------------------------------------------------------- one level
+
+
+@flax.struct.dataclass
+class ScaleProblem:
+    """One pyramid level: what is known, where the hole is, what the content says.
+
+    Images are (1, S, S, 3) and the mask (1, S, S, 1), 1 = hole. `taps` are
+    the texture layers that have both hole and outside patches at this size;
+    `hole_positions` and `source_positions` hold their patch positions.
+    """
+
+    known: jax.Array
+    mask: jax.Array
+    content: jax.Array
+    hole_positions: tuple[jax.Array, ...]
+    source_positions: tuple[jax.Array, ...]
+    taps: tuple[str, ...] = flax.struct.field(pytree_node=False)
+
+
+def build_scale_problem(known: np.ndarray, hole: np.ndarray, content: np.ndarray,
+                        texture_net: vgg.VGG, settings: NPSSettings) -> ScaleProblem:
+    """The ScaleProblem for (S, S, 3) `known` and `content` images and an (S, S) boolean hole."""
+    taps, holes, sources = [], [], []
+    for tap in settings.texture_layers:
+        hole_positions, source_positions = patch_positions(
+            pooled_hole(hole, texture_net, tap), settings.source_stride)
+        if hole_positions.size and source_positions.size:
+            taps.append(tap)
+            holes.append(jnp.asarray(hole_positions))
+            sources.append(jnp.asarray(source_positions))
+        else:
+            logger.debug("No %s patches %s at %d px; the texture term leaves %s out.", tap,
+                         "in the hole" if source_positions.size else "outside the hole",
+                         hole.shape[0], tap)
+    mask = hole.astype(np.float32)[None, ..., None]
+    return ScaleProblem(known=jnp.asarray(known[None]), mask=jnp.asarray(mask),
+                        content=jnp.asarray(content[None]), hole_positions=tuple(holes),
+                        source_positions=tuple(sources), taps=tuple(taps))
+
+
+def _texture_features(image, problem: ScaleProblem, texture_net: vgg.VGG, variables):
+    """The (H, W, C) feature map of each texture layer of `problem`, for an (1, S, S, 3) image."""
+    if not problem.taps:
+        return ()
+    features = texture_net.apply(variables, image, problem.taps)
+    return tuple(features[tap][0] for tap in problem.taps)
+
+
+def texture_scales(image, problem: ScaleProblem, texture_net: vgg.VGG, variables) -> jax.Array:
+    """Per texture layer, the mean squared norm of the outside patches of `image`.
+
+    The texture term of `scale_energy` divides each layer's loss by this
+    (taken from the level's initial image) to make it a relative error.
+    """
+    features = _texture_features(image, problem, texture_net, variables)
+    return jnp.stack([
+        jnp.mean(jnp.sum(jnp.square(extract_patches(feature)[positions]), axis=1)) + _EPSILON
+        for feature, positions in zip(features, problem.source_positions)
+    ] or [jnp.ones(())])
+
+
+class Energy(NamedTuple):
+    """The terms of the energy of one image (each already a mean, unweighted)."""
+
+    total: jax.Array
+    content: jax.Array
+    texture: jax.Array
+    tv: jax.Array
+
+
+def scale_energy(image, problem: ScaleProblem, texture_net: vgg.VGG, variables,
+                 scales: jax.Array, texture_weight, tv_weight, chunk_size: int = 4096) -> Energy:
+    """E = content + texture_weight * texture + tv_weight * TV for a (1, S, S, 3) image.
+
+    Only the hole pixels of `image` count: the known pixels are taken from
+    `problem.known`. `scales` comes from `texture_scales`.
+    """
+    image = layers.composite(problem.known, image, problem.mask)
+    content = losses.masked_mse(image, problem.content, problem.mask)
+    tv = losses.total_variation(image, problem.mask)
+    features = _texture_features(image, problem, texture_net, variables)
+    texture = sum((texture_loss(feature, holes, sources, chunk_size) / scale
+                   for feature, holes, sources, scale in zip(
+                       features, problem.hole_positions, problem.source_positions, scales)),
+                  start=jnp.zeros(()))
+    total = content + texture_weight * texture + tv_weight * tv
+    return Energy(total, content, texture, tv)
+
+
+class ScaleResult(NamedTuple):
+    """`optimise_scale`'s result: the (1, S, S, 3) image, its energy, energy evaluations used."""
+
+    image: jax.Array
+    energy: jax.Array
+    evaluations: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("texture_net", "chunk_size"))
+def optimise_scale(problem: ScaleProblem, init, texture_net: vgg.VGG, variables, texture_weight,
+                   tv_weight, iterations, chunk_size: int = 4096) -> ScaleResult:
+    """Minimises `scale_energy` over the hole pixels by L-BFGS, starting from `init`.
+
+    One compiled function runs all `iterations` steps (`jax.lax.fori_loop`);
+    the texture scales are taken from `init`. The result is composited with
+    the known pixels and clipped to [0, 1].
+    """
+    scales = texture_scales(init, problem, texture_net, variables)
+
+    def energy(image):
+        return scale_energy(image, problem, texture_net, variables, scales, texture_weight,
+                            tv_weight, chunk_size).total
+
+    solver = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(energy)
+
+    def step(_, carry):
+        image, state, evaluations = carry
+        value, grad = value_and_grad(image, state=state)
+        updates, state = solver.update(grad, state, image, value=value, grad=grad,
+                                       value_fn=energy)
+        evaluations += optax.tree.get(state, "num_linesearch_steps")
+        return optax.apply_updates(image, updates), state, evaluations
+
+    image, state, evaluations = jax.lax.fori_loop(
+        0, iterations, step, (init, solver.init(init), jnp.zeros((), jnp.int32)))
+    final = jnp.clip(layers.composite(problem.known, image, problem.mask), 0, 1)
+    return ScaleResult(final, optax.tree.get(state, "value"), evaluations)
+
+
+# --------------------------------------------------------------------------- the method
+
+
+class ContentPredictionError(ValueError):
+    """The content model returned something other than an image of its input's size."""
+
+
+class NeuralPatchSynthesis:
+    """Inpainting by multi-scale neural patch synthesis; callable like an InpaintingModel.
+
+    Args:
+      content_model: a callable (image (S, S, 3), mask (S, S, 1)) -> raw
+        prediction (S, S, 3), run at S = `settings.content_size`: the NPS
+        content network (`inference.load_model` of a `configs/nps_content.py`
+        workdir), or any other project model (GLCIC, PGGAN, ...).
+      texture_net: the VGG module (`vgg.load_vgg`; the paper uses VGG-19).
+      vgg_variables: its variables.
+      settings: see NPSSettings.
+    """
+
+    def __init__(self, content_model: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 texture_net: vgg.VGG, vgg_variables, settings: NPSSettings = NPSSettings()):
+        unknown = set(settings.texture_layers) - set(vgg.tap_names(texture_net.depth))
+        if unknown:
+            raise NPSSettingsError(
+                f"texture_layers {sorted(unknown)} are not VGG-{texture_net.depth} taps; "
+                f"choose from {', '.join(vgg.relu_tap_names(texture_net.depth))}.")
+        self.content_model = content_model
+        self.texture_net = texture_net
+        self.vgg_variables = vgg_variables
+        self.settings = settings
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The image (H, W, 3) with its holes synthesised; known pixels are `image`'s.
+
+        `image` is float RGB in [0, 1]; `mask` (H, W, 1) or (H, W), 1 = hole,
+        validated like `image_io.validate_mask`.
+        """
+        image = inference.check_image(image)
+        hole = image_io.validate_mask(mask, "mask", expected_shape=image.shape[:2])[..., 0] > 0
+        if not hole.any():
+            return image.copy()
+        window = hole_window(hole, self.settings.min_size)
+        window_image, window_hole = crop(image, window), crop(hole, window)
+        working_side = min(window.side, self.settings.max_working_size)
+        sizes = pyramid_sizes(working_side, self.settings)
+        iterations = self.settings.iterations_per_level()[-len(sizes):]
+        result = self._predict_content(window_image, window_hole)
+        for level, (size, steps) in enumerate(zip(sizes, iterations), start=1):
+            known, level_hole = resize_image(window_image, size), resize_hole(window_hole, size)
+            init = layers.composite(known, resize_image(result, size),
+                                    level_hole[..., None].astype(np.float32))
+            problem = build_scale_problem(known, level_hole, init, self.texture_net,
+                                          self.settings)
+            start = time.perf_counter()
+            outcome = optimise_scale(problem, jnp.asarray(init[None]), self.texture_net,
+                                     self.vgg_variables, self.settings.texture_weight,
+                                     self.settings.tv_weight, steps, self.settings.chunk_size)
+            result = np.asarray(outcome.image[0])
+            logger.info("NPS level %d/%d (%d px, texture layers %s): %d iterations, %d energy "
+                        "evaluations, energy %.4g, %.1f s.", level, len(sizes), size,
+                        ", ".join(problem.taps) or "none", steps, int(outcome.evaluations),
+                        float(outcome.energy), time.perf_counter() - start)
+        if working_side != window.side:
+            result = np.clip(cv2.resize(result, (window.side, window.side),
+                                        interpolation=cv2.INTER_CUBIC), 0, 1)
+        return paste(image, window, result)
+
+    def _predict_content(self, window_image: np.ndarray, window_hole: np.ndarray) -> np.ndarray:
+        """The content model's completion of the window, at `content_size`."""
+        size = self.settings.content_size
+        small_image = resize_image(window_image, size)
+        small_mask = resize_hole(window_hole, size)[..., None].astype(np.float32)
+        prediction = np.asarray(self.content_model(small_image, small_mask), np.float32)
+        if prediction.shape != small_image.shape or not np.all(np.isfinite(prediction)):
+            raise ContentPredictionError(
+                f"the content model must return a finite ({size}, {size}, 3) image for a "
+                f"{size}x{size} input, got shape {prediction.shape}"
+                + ("" if prediction.shape != small_image.shape else " with NaN or Inf values")
+                + "; pass a model loaded with inference.load_model, or fix the callable.")
+        return layers.composite(small_image, np.clip(prediction, 0, 1), small_mask)

@@ -1,0 +1,322 @@
+"""Tests for inpaint_jax.nps: patch matching, the texture term, one level, the whole method."""
+
+import functools
+import os
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import skimage.data
+
+from inpaint_jax import image_io, inference, nps
+from inpaint_jax.models import vgg
+
+
+@pytest.fixture(scope="module")
+def texture_net():
+    """A random-weight VGG-19 (layers up to relu4_1) and its variables."""
+    module = vgg.VGG(depth=19)
+    variables = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), taps=("relu4_1",))
+    return module, variables
+
+
+def astronaut(height, width):
+    """scikit-image's astronaut, resized, float32 in [0, 1]."""
+    pixels = cv2.resize(skimage.data.astronaut(), (width, height), interpolation=cv2.INTER_AREA)
+    return pixels.astype(np.float32) / 255
+
+
+class MeanColour:
+    """A content model that fills everything with the known pixels' mean colour; records calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, image, mask):
+        self.calls.append((image.copy(), mask.copy()))
+        return np.broadcast_to(image[mask[..., 0] == 0].mean(axis=0), image.shape)
+
+
+def numpy_patches(features):
+    """(H, W, C) -> (H * W, 9C): zero-padded 3x3 patches, by loops."""
+    height, width, _ = features.shape
+    padded = np.pad(features, ((1, 1), (1, 1), (0, 0)))
+    return np.stack([padded[y:y + 3, x:x + 3].ravel()
+                     for y in range(height) for x in range(width)])
+
+
+def numpy_nearest(queries, sources):
+    """Index of the source with the highest cosine similarity, for each query, by loops."""
+    def cosine(a, b):
+        return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+    return np.array([np.argmax([cosine(q, s) for s in sources]) for q in queries])
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"num_scales": 0}, "num_scales must be an integer >= 1"),
+    ({"iterations": -1}, "iterations must be"),
+    ({"iterations": (10, 10)}, "tuple of num_scales"),
+    ({"texture_weight": -1.0}, "texture_weight must be a finite number >= 0"),
+    ({"tv_weight": float("nan")}, "tv_weight must be"),
+    ({"source_stride": 0}, "source_stride must be"),
+    ({"min_size": 8}, "min_size must be an integer >= 12"),
+    ({"max_working_size": 32}, "max_working_size must be an integer >= min_size"),
+    ({"texture_layers": "relu3_1"}, "texture_layers must be a non-empty tuple"),
+])
+def test_bad_settings_are_refused(changes, message):
+    with pytest.raises(nps.NPSSettingsError, match=message):
+        nps.NPSSettings(**changes)
+
+
+def test_texture_layers_must_be_taps_of_the_network(texture_net):
+    settings = nps.NPSSettings(texture_layers=("relu3_1", "relu9_1"))
+    with pytest.raises(nps.NPSSettingsError, match=r"\['relu9_1'\] are not VGG-19 taps"):
+        nps.NeuralPatchSynthesis(MeanColour(), *texture_net, settings)
+
+
+def test_iterations_per_level():
+    assert nps.NPSSettings(iterations=7).iterations_per_level() == (7, 7, 7)
+    settings = nps.NPSSettings(num_scales=2, iterations=(5, 9))
+    assert settings.iterations_per_level() == (5, 9)
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def test_window_centres_the_holes_bounding_box_at_twice_its_side():
+    hole = np.zeros((20, 30), bool)
+    hole[2:6, 10:18] = True  # 4 x 8
+    hole[4, 12] = False
+    window = nps.hole_window(hole, min_size=4)
+    assert window == nps.Window(top=-4, left=6, side=16)
+    rows, columns = np.nonzero(nps.crop(hole, window))
+    # The real hole lies in the central half; the rows above the image mirror it.
+    inside = rows >= 4
+    assert (rows[inside].min(), rows[inside].max()) == (6, 9)
+    assert (columns.min(), columns.max()) == (4, 11)
+    tiny = np.zeros((20, 30), bool)
+    tiny[7, 3] = True
+    assert nps.hole_window(tiny, min_size=64) == nps.Window(top=-25, left=-29, side=64)
+
+
+def test_crop_mirrors_outside_the_image_and_paste_puts_it_back():
+    image = np.random.default_rng(0).uniform(size=(9, 7, 3)).astype(np.float32)
+    window = nps.Window(top=-3, left=2, side=12)
+    cropped = nps.crop(image, window)
+    assert cropped.shape == (12, 12, 3)
+    np.testing.assert_array_equal(cropped[3:12, 0:5], image[0:9, 2:7])
+    np.testing.assert_array_equal(cropped[0:3, 0:5], image[2::-1, 2:7])  # mirrored rows
+    np.testing.assert_array_equal(nps.paste(image, window, cropped), image)
+    pasted = nps.paste(np.zeros_like(image), window, np.ones((12, 12, 3), np.float32))
+    assert pasted[:, 2:].all() and not pasted[:, :2].any()
+
+
+@pytest.mark.parametrize("side, expected", [(512, [128, 256, 512]), (300, [75, 150, 300]),
+                                            (160, [80, 160]), (64, [64])])
+def test_pyramid_levels_double_up_to_the_window_and_skip_small_ones(side, expected):
+    assert nps.pyramid_sizes(side, nps.NPSSettings()) == expected
+
+
+def test_pooled_hole_marks_every_feature_position_a_hole_pixel_reaches(texture_net):
+    hole = np.zeros((32, 40), bool)
+    hole[9, 17] = True
+    module, _ = texture_net
+    assert np.array_equal(np.argwhere(nps.pooled_hole(hole, module, "relu1_1")), [[9, 17]])
+    assert np.array_equal(np.argwhere(nps.pooled_hole(hole, module, "relu3_1")), [[2, 4]])
+    pooled = nps.pooled_hole(hole, module, "relu4_1")
+    assert pooled.shape == (4, 5) and np.array_equal(np.argwhere(pooled), [[1, 2]])
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_patch_positions_agree_with_loops(stride):
+    rng = np.random.default_rng(stride)
+    hole = np.zeros((12, 15), bool)
+    hole[4:7, 5:9] = True
+    hole[rng.integers(0, 12, 3), rng.integers(0, 15, 3)] = True
+    hole_positions, source_positions = nps.patch_positions(hole, stride)
+    expected_sources = [
+        y * 15 + x for y in range(1, 11) for x in range(1, 14)
+        if (y - 1) % stride == 0 and (x - 1) % stride == 0
+        and not hole[y - 1:y + 2, x - 1:x + 2].any()
+    ]
+    np.testing.assert_array_equal(hole_positions, np.flatnonzero(hole))
+    np.testing.assert_array_equal(source_positions, expected_sources)
+
+
+# --------------------------------------------------------------------------- texture term
+
+
+def test_patches_are_the_zero_padded_3x3_neighbourhoods():
+    features = np.random.default_rng(0).normal(size=(5, 6, 4)).astype(np.float32)
+    patches = np.asarray(nps.extract_patches(jnp.asarray(features)))
+    expected = numpy_patches(features)
+    assert patches.shape == expected.shape == (30, 36)
+    for row, expected_row in zip(patches, expected):  # same values, another order
+        np.testing.assert_array_equal(np.sort(row), np.sort(expected_row))
+
+
+def test_nearest_neighbours_agree_with_loops_across_chunks():
+    rng = np.random.default_rng(1)
+    queries = rng.normal(size=(37, 20)).astype(np.float32)
+    sources = rng.normal(size=(53, 20)).astype(np.float32)
+    sources[40] = 5 * queries[3]  # far in distance, but the same direction
+    found = np.asarray(nps.nearest_neighbours(jnp.asarray(queries), jnp.asarray(sources), 8))
+    np.testing.assert_array_equal(found, numpy_nearest(queries, sources))
+    assert found[3] == 40
+
+
+def test_texture_loss_agrees_with_loops():
+    rng = np.random.default_rng(2)
+    features = np.maximum(rng.normal(size=(14, 16, 6)), 0).astype(np.float32)
+    hole = np.zeros((14, 16), bool)
+    hole[5:9, 4:11] = True
+    hole[3, 12] = True
+    holes, sources = nps.patch_positions(hole, 2)
+    patches = numpy_patches(features)
+    queries = patches[holes]
+    matches = patches[sources][numpy_nearest(queries, patches[sources])]
+    expected = np.mean(np.sum((queries - matches) ** 2, axis=1))
+    loss = nps.texture_loss(jnp.asarray(features), jnp.asarray(holes), jnp.asarray(sources), 16)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_texture_loss_is_zero_when_hole_patches_have_copies_outside():
+    tile = np.random.default_rng(3).uniform(size=(4, 4, 5)).astype(np.float32)
+    features = np.tile(tile, (6, 6, 1))  # period 4: every patch recurs outside the hole
+    hole = np.zeros((24, 24), bool)
+    hole[10:14, 9:15] = True
+    holes, sources = (jnp.asarray(p) for p in nps.patch_positions(hole, 1))
+    assert float(nps.texture_loss(jnp.asarray(features), holes, sources)) == 0.0
+    features[11, 12, 2] += 0.5  # this hole patch is now unlike any outside patch
+    assert float(nps.texture_loss(jnp.asarray(features), holes, sources)) > 0.0
+
+
+def test_texture_gradient_reaches_only_the_hole_patches():
+    features = np.random.default_rng(4).uniform(size=(12, 12, 3)).astype(np.float32)
+    hole = np.zeros((12, 12), bool)
+    hole[5:7, 5:8] = True
+    holes, sources = (jnp.asarray(p) for p in nps.patch_positions(hole, 1))
+    gradient = np.asarray(jax.grad(nps.texture_loss)(jnp.asarray(features), holes, sources))
+    near_hole = cv2.dilate(hole.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    assert not gradient[~near_hole].any()  # the matched outside patches are constants
+    assert np.abs(gradient[hole]).sum() > 0
+
+
+# --------------------------------------------------------------------------- one level
+
+
+def test_a_few_iterations_lower_the_energy_and_keep_known_pixels(texture_net):
+    module, variables = texture_net
+    known = astronaut(64, 64)
+    hole = np.zeros((64, 64), bool)
+    hole[16:48, 16:48] = True
+    init = np.where(hole[..., None], known[~hole].mean(axis=0), known).astype(np.float32)
+    settings = nps.NPSSettings(source_stride=1)
+    problem = nps.build_scale_problem(known, hole, init, module, settings)
+    assert problem.taps == ("relu3_1",)  # relu4_1 is 8x8 here: no patch outside the hole
+    scales = nps.texture_scales(jnp.asarray(init[None]), problem, module, variables)
+    energy = jax.jit(functools.partial(nps.scale_energy, texture_net=module))
+
+    def terms(image):
+        return energy(image, problem, variables=variables, scales=scales,
+                      texture_weight=settings.texture_weight, tv_weight=settings.tv_weight)
+
+    before = terms(jnp.asarray(init[None]))
+    result = nps.optimise_scale(problem, jnp.asarray(init[None]), module, variables,
+                                settings.texture_weight, settings.tv_weight, 3)
+    after = terms(result.image)
+    assert float(after.total) < float(before.total)
+    assert float(after.texture) < float(before.texture)
+    assert int(result.evaluations) >= 3
+    image = np.asarray(result.image[0])
+    np.testing.assert_array_equal(image[~hole], known[~hole])
+    assert np.abs(image[hole] - init[hole]).max() > 1e-3
+
+
+# --------------------------------------------------------------------------- the method
+
+
+def test_multi_scale_run_on_a_photo(texture_net):
+    image = astronaut(128, 128)
+    mask = np.zeros((128, 128, 1), np.float32)
+    mask[32:96, 32:96] = 1
+    content = MeanColour()
+    settings = nps.NPSSettings(num_scales=3, iterations=3, min_size=32)  # 32 -> 64 -> 128 px
+    model = nps.NeuralPatchSynthesis(content, *texture_net, settings)
+
+    result = inference.inpaint(model, image, mask)
+
+    (content_image, content_mask), = content.calls
+    assert content_image.shape == (128, 128, 3)
+    np.testing.assert_array_equal(content_mask, mask)  # the window is the image here
+    hole = mask[..., 0] > 0
+    np.testing.assert_array_equal(result[~hole], image[~hole])
+    filled = result[hole]
+    assert np.all(np.isfinite(filled)) and filled.min() >= 0 and filled.max() <= 1
+    # The content model gave one flat colour; the texture term adds structure.
+    assert filled.std(axis=0).mean() > 0.01
+
+
+def test_irregular_holes_at_the_border_with_a_capped_working_size(texture_net):
+    image = astronaut(80, 96)
+    mask = np.zeros((80, 96, 1), np.float32)
+    mask[30:50, 0:12] = 1  # touches the left border
+    mask[20:28, 30:40] = 1
+    mask[24, 35] = 0
+    image[mask[..., 0] > 0] = 0  # what is under the hole must not matter
+    content = MeanColour()
+    settings = nps.NPSSettings(num_scales=2, iterations=2, content_size=32, min_size=32,
+                               max_working_size=48)  # window 80 px: one level at 48 px
+    model = nps.NeuralPatchSynthesis(content, *texture_net, settings)
+
+    result = inference.inpaint(model, image, mask)
+
+    (content_image, content_mask), = content.calls
+    assert content_image.shape == (32, 32, 3)
+    rows, columns = np.nonzero(content_mask[..., 0])
+    # The holes' box maps to the central half (the mirrored hole left of the image aside).
+    assert rows.min() >= 8 and rows.max() < 24 and columns.max() < 24
+    hole = mask[..., 0] > 0
+    np.testing.assert_array_equal(result[~hole], image[~hole])
+    known_mean = image[~hole].mean(axis=0)
+    assert np.abs(result[hole].mean(axis=0) - known_mean).max() < 0.15
+
+
+def test_without_holes_the_image_comes_back_and_no_model_runs(texture_net):
+    content = MeanColour()
+    image = astronaut(40, 40)
+    result = nps.NeuralPatchSynthesis(content, *texture_net)(image, np.zeros((40, 40, 1)))
+    np.testing.assert_array_equal(result, image)
+    assert not content.calls
+
+
+def test_bad_inputs_give_clear_errors(texture_net):
+    image, mask = astronaut(40, 40), np.zeros((40, 40, 1), np.float32)
+    mask[10:20, 10:20] = 1
+    model = nps.NeuralPatchSynthesis(lambda image, mask: image[:10], *texture_net)
+    with pytest.raises(nps.ContentPredictionError, match=r"must return a finite \(128, 128, 3\)"):
+        model(image, mask)
+    with pytest.raises(image_io.MaskError, match="every pixel as a hole"):
+        model(image, np.ones((40, 40, 1)))
+    with pytest.raises(image_io.MaskError, match="is 30x40"):
+        model(image, np.zeros((30, 40, 1)))
+
+
+@pytest.mark.skipif(not os.environ.get("INPAINT_JAX_VGG19"),
+                    reason="set INPAINT_JAX_VGG19 to a VGG-19 weight file (.pth, .h5 or .npz)")
+def test_real_vgg19_weights_fill_a_photo():
+    module, variables = vgg.load_vgg(os.environ["INPAINT_JAX_VGG19"], depth=19)
+    image = astronaut(256, 256)
+    mask = np.zeros((256, 256, 1), np.float32)
+    mask[64:192, 64:192] = 1
+    settings = nps.NPSSettings(iterations=10)
+    result = inference.inpaint(nps.NeuralPatchSynthesis(MeanColour(), module, variables, settings),
+                               image, mask)
+    hole = mask[..., 0] > 0
+    np.testing.assert_array_equal(result[~hole], image[~hole])
+    assert np.all(np.isfinite(result)) and result[hole].std(axis=0).mean() > 0.01
