@@ -1,0 +1,191 @@
+"""Measures speed and memory: `python -m launch.benchmark {inference,train,data} [flags]`.
+
+  python -m launch.benchmark inference --sizes=512,1024 --compare-torch
+  python -m launch.benchmark train --size=256 --batch=4 --compare-torch
+  python -m launch.benchmark data --workers=0,2
+
+inference: completion latency per image size (batch 1) of each --models
+  generator at paper size, randomly initialised (or the --workdir
+  checkpoint's), as the GLCIC paper's timing table.
+train: images/second per device of each training phase (GLCIC: completion,
+  discriminator, joint; PGGAN: joint) at --size and at each model's runlocal
+  size, with synthetic batches and with the real input pipeline on the
+  offline sample_photos dataset.
+data: input-pipeline throughput with the GLCIC preprocessing.
+
+--compare-torch also runs GLCIC's completion network in PyTorch (the test
+extra; tests/torch_reference.py of a source checkout) with the same weights
+on the same input, in this process, and prints the JAX/PyTorch time ratio.
+Every subcommand prints a table and writes its results as JSON (--output).
+"""
+
+import importlib
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+from absl import app, flags
+
+from inpaint_jax import benchmarking
+from inpaint_jax.models.layers import InputShapeError
+
+SUBCOMMANDS = ("inference", "train", "data")
+
+_MODELS = flags.DEFINE_list("models", ["glcic", "pggan"], "Model families (configs/<name>.py).")
+_SIZES = flags.DEFINE_list("sizes", ["512", "768", "1024", "2048"], "inference: image sides.")
+_SIZE = flags.DEFINE_integer("size", 256, "train, data: crop side.", lower_bound=1)
+_RUNLOCAL = flags.DEFINE_bool("runlocal", True, "train: also time each model's runlocal config.")
+_BATCH = flags.DEFINE_integer("batch", 4, "train, data: images per device per step.", lower_bound=1)
+_RUNS = flags.DEFINE_integer("runs", 5, "Timed calls (inference), steps (train) or batches (data).")
+_WARMUP = flags.DEFINE_integer(
+    "warmup", 2, "Untimed calls first (>= 1; the first measures memory)."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "inference: time this run's checkpoint instead.")
+_WIDTH = flags.DEFINE_float(
+    "width_multiplier", None, "Override every network's channel multiplier."
+)
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Where sample_photos is (or gets) built; default: a temporary folder."
+)
+_DATA_MODES = flags.DEFINE_list(
+    "data_modes", list(benchmarking.DATA_MODES), "train: synthetic and/or pipeline batches."
+)
+_PHASES = flags.DEFINE_list("phases", [], "train: phases to time (default: each model's all).")
+_WORKERS = flags.DEFINE_list("workers", ["0"], "data: grain worker-process counts to compare.")
+_COMPARE_TORCH = flags.DEFINE_bool(
+    "compare-torch", False, "Also time GLCIC's completion network in PyTorch."
+)
+_TORCH_THREADS = flags.DEFINE_integer(
+    "torch_threads", None, "PyTorch threads (default: every core)."
+)
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "JSON results file (default: benchmark_<subcommand>.json)."
+)
+
+
+def _integers(values, flag: str) -> list[int]:
+    try:
+        return [int(value) for value in values]
+    except ValueError:
+        raise app.UsageError(
+            f"--{flag} takes integers separated by commas, got {','.join(values)}"
+        ) from None
+
+
+def _config(model: str, variant: str | None = None):
+    try:
+        module = importlib.import_module(f"configs.{model}")
+    except ModuleNotFoundError:
+        raise app.UsageError(f"--models: no configs/{model}.py; choose from glcic, pggan") from None
+    return module.get_config(variant)
+
+
+def _torch_reference():
+    """tests/torch_reference.py's TorchReference, loaded by path (tests/ is not a package)."""
+    if importlib.util.find_spec("torch") is None:
+        raise app.UsageError(
+            "--compare-torch needs PyTorch, a test extra: pip install -e '.[test]'"
+        )
+    path = Path(__file__).resolve().parent.parent / "tests" / "torch_reference.py"
+    if not path.is_file():
+        raise app.UsageError(f"--compare-torch needs {path} (run from a source checkout)")
+    spec = importlib.util.spec_from_file_location("torch_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TorchReference(_TORCH_THREADS.value)
+
+
+def _inference(reference):
+    if _WORKDIR.value:
+        generators = [benchmarking.checkpoint_generator(_WORKDIR.value)]
+    else:
+        generators = [
+            benchmarking.random_generator(
+                model, benchmarking.benchmark_config(_config(model), width_multiplier=_WIDTH.value)
+            )
+            for model in _MODELS.value
+        ]
+    sizes = _integers(_SIZES.value, "sizes")
+    results = benchmarking.benchmark_inference(
+        generators, sizes, runs=_RUNS.value, warmup=_WARMUP.value, reference=reference
+    )
+    settings = {"models": [g.name for g in generators], "sizes": sizes, "workdir": _WORKDIR.value}
+    return results, settings, benchmarking.format_inference_table
+
+
+def _train(reference, data_dir):
+    settings = {
+        "batch_per_device": _BATCH.value,
+        "width_multiplier": _WIDTH.value,
+        "data_dir": data_dir,
+    }
+    phases = tuple(_PHASES.value) or None
+    cases = []
+    for model in _MODELS.value:
+        config = benchmarking.benchmark_config(_config(model), size=_SIZE.value, **settings)
+        cases.append(benchmarking.TrainCase(model, config, phases))
+        if _RUNLOCAL.value:
+            config = benchmarking.benchmark_config(_config(model, "runlocal"), **settings)
+            cases.append(benchmarking.TrainCase(f"{model}:runlocal", config, phases))
+    results = benchmarking.benchmark_train(
+        cases,
+        steps=_RUNS.value,
+        warmup=_WARMUP.value,
+        data_modes=_DATA_MODES.value,
+        reference=reference,
+    )
+    settings.update(
+        models=_MODELS.value,
+        size=_SIZE.value,
+        steps=_RUNS.value,
+        phases=_PHASES.value,
+        data_modes=_DATA_MODES.value,
+    )
+    return results, settings, benchmarking.format_train_table
+
+
+def _data(data_dir):
+    config = benchmarking.benchmark_config(
+        _config("glcic"), size=_SIZE.value, batch_per_device=_BATCH.value, data_dir=data_dir
+    )
+    workers = _integers(_WORKERS.value, "workers")
+    results = benchmarking.benchmark_data(
+        config, worker_counts=workers, batches=_RUNS.value, warmup=_WARMUP.value
+    )
+    return (
+        results,
+        {"size": _SIZE.value, "batch_per_device": _BATCH.value, "workers": workers},
+        benchmarking.format_data_table,
+    )
+
+
+def main(argv):
+    if len(argv) != 2 or argv[1] not in SUBCOMMANDS:
+        raise app.UsageError(f"give one subcommand: {', '.join(SUBCOMMANDS)} (got {argv[1:]})")
+    subcommand = argv[1]
+    if _COMPARE_TORCH.value and subcommand == "data":
+        raise app.UsageError("--compare-torch applies to inference and train, not data")
+    reference = _torch_reference() if _COMPARE_TORCH.value else None
+    started = benchmarking.environment()
+    try:
+        benchmarking.check_counts(runs=_RUNS.value, warmup=_WARMUP.value)
+        with tempfile.TemporaryDirectory(prefix="benchmark_data_") as temporary:
+            data_dir = _DATA_DIR.value or temporary
+            if subcommand == "inference":
+                results, settings, format_table = _inference(reference)
+            elif subcommand == "train":
+                results, settings, format_table = _train(reference, data_dir)
+            else:
+                results, settings, format_table = _data(data_dir)
+    except (benchmarking.BenchmarkError, InputShapeError) as error:
+        raise app.UsageError(str(error)) from error
+    settings.update(runs=_RUNS.value, warmup=_WARMUP.value, compare_torch=_COMPARE_TORCH.value)
+    report = benchmarking.build_report(subcommand, settings, results, started)
+    print(format_table(report))
+    path = benchmarking.write_report(report, _OUTPUT.value or f"benchmark_{subcommand}.json")
+    print(f"wrote {os.fspath(path)}")
+
+
+if __name__ == "__main__":
+    app.run(main)
