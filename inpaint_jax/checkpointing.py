@@ -10,8 +10,9 @@ A checkpoint step directory holds three items:
   process 0).
 * ``data_state``: the data iterator's position. Every process reads its own
   shard of the data, so every process writes its own file
-  ``data_state/process_{i}-of-{n}.json`` and restores only its own; the data
-  position can therefore only be resumed with the same number of processes.
+  ``data_state/process_{i}-of-{n}.json`` and restores only its own. A run
+  with a different number of processes resumes the model and optimizers
+  exactly and restarts the data order from its seed (with a warning).
 
 Saves are atomic: orbax writes into ``<step>.orbax-checkpoint-tmp-*`` and
 renames it to ``<step>`` only once every item on every process is complete, so
@@ -28,6 +29,7 @@ import base64
 import dataclasses
 import json
 import logging
+import re
 import signal
 from collections.abc import Mapping
 from typing import Any
@@ -193,7 +195,16 @@ class Checkpointer:
                 "Start a fresh run with a new --workdir.")
         _check_matches(saved_items[_STATE].tree, template, where)
         # Read-only checkpointers serve inference, which has no data iterator to resume.
-        wanted = (_CONFIG,) if self._read_only else (_CONFIG, _DATA_STATE)
+        wanted = [_CONFIG]
+        if not self._read_only and _DATA_STATE in saved_items:
+            writers = self._data_state_writers(step)
+            if writers == jax.process_count():
+                wanted.append(_DATA_STATE)
+            else:
+                logging.warning(
+                    "The %s was written by %s processes, this run has %d: the model and "
+                    "optimizer resume exactly, the data order restarts from its seed.",
+                    where, writers, jax.process_count())
         json_names = [name for name in wanted if name in saved_items]
         json_values = self._restore_json(step, json_names, where) if json_names else {}
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
@@ -245,6 +256,12 @@ class Checkpointer:
             f"There is no {wanted} in {self._directory} (complete checkpoints: "
             f"{available or 'none'}). Pass one of the listed steps, or check --workdir.")
 
+    def _data_state_writers(self, step: int) -> int | None:
+        """How many processes wrote the data state of `step` (from its file names)."""
+        names = [path.name for path in (self._directory / str(step) / _DATA_STATE).iterdir()]
+        counts = {int(m.group(1)) for m in map(_DATA_STATE_FILE.fullmatch, names) if m}
+        return counts.pop() if len(counts) == 1 else None
+
     def _restore_json(self, step: int, names: list[str], where: str) -> Mapping[str, Any]:
         items = {name: ocp.args.JsonRestore() for name in names}
         try:
@@ -254,6 +271,9 @@ class Checkpointer:
                 f"The {where} has no data-iterator state for process {jax.process_index()} "
                 f"of {jax.process_count()} ({error}). Resume with as many processes as "
                 "wrote it, or start a fresh run with a new --workdir.") from error
+
+
+_DATA_STATE_FILE = re.compile(r"process_\d+-of-(\d+)\.json")
 
 
 def _handler_registry() -> ocp.handlers.CheckpointHandlerRegistry:

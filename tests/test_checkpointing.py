@@ -135,11 +135,23 @@ def test_data_state_is_stored_per_process(checkpointer):
     assert [file.name for file in files] == ["process_0-of-1.json"]
 
 
-def test_restore_without_data_state_for_this_process_explains(checkpointer):
+def test_restore_with_another_process_count_restarts_only_the_data(checkpointer, caplog):
     checkpointer.save(1, make_state(), data_state={"position": 3})
     checkpointer.wait_until_finished()
     data_dir = checkpointer.directory / "1" / "data_state"
     (data_dir / "process_0-of-1.json").rename(data_dir / "process_0-of-2.json")
+    (data_dir / "process_1-of-2.json").write_text((data_dir / "process_0-of-2.json").read_text())
+    restored = checkpointer.restore(make_state())
+    assert restored.data_state is None
+    assert int(restored.state.step) == int(make_state().step)
+    assert "written by 2 processes, this run has 1" in caplog.text
+
+
+def test_restore_without_data_state_for_this_process_explains(checkpointer):
+    checkpointer.save(1, make_state(), data_state={"position": 3})
+    checkpointer.wait_until_finished()
+    data_dir = checkpointer.directory / "1" / "data_state"
+    (data_dir / "process_0-of-1.json").rename(data_dir / "process_7-of-1.json")
     with pytest.raises(checkpointing.CheckpointNotFoundError, match="process 0 of 1"):
         checkpointer.restore(make_state())
 
