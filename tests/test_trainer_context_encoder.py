@@ -8,13 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import override, recipe_steps
 
 from configs import context_encoder as ce_config
 from configs import nps_content as nps_config
-from helpers import override
 from inpaint_jax import checkpointing, parallel
 from inpaint_jax.models import context_encoder as ce
-from inpaint_jax.trainers import common
 from inpaint_jax.trainers import context_encoder as trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,11 +83,7 @@ def setup(photo_dir, tmp_path_factory):
         **{"loss.reconstruction_weight": 0.75, "loss.adversarial_weight": 0.25},
     )
     mesh = parallel.create_mesh(jax.devices()[:1])
-    generator, discriminator = trainer.build_models(config)
-    g_tx = common.create_optimizer(config.g_optimizer)
-    d_tx = common.create_optimizer(config.d_optimizer)
-    state = trainer.create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
-    steps = trainer.Steps(config, generator, discriminator, g_tx, d_tx)
+    state, steps = recipe_steps(trainer, config, mesh)
     images = jax.random.uniform(jax.random.key(0, impl="rbg"), (8, 128, 128, 3))
     holes = jnp.broadcast_to(jnp.asarray(trainer.expected_hole(4), jnp.float32), (8, 128, 128))
     return config, state, steps, {"image": images, "mask": holes[..., None]}

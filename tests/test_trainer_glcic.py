@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from helpers import recipe_steps, tiny_config
 
 from configs import glcic as glcic_config
-from helpers import tiny_config
 from inpaint_jax import checkpointing, losses, parallel
 from inpaint_jax.data import sources
 from inpaint_jax.models import layers
@@ -101,11 +101,7 @@ def setup(photo_dir, tmp_path_factory):
     """Tiny config, a 1-device mesh, initial state, jitted-free step object, a batch."""
     config = tiny_config(photo_dir, str(tmp_path_factory.mktemp("tfds")))
     mesh = parallel.create_mesh(jax.devices()[:1])
-    generator, discriminator = trainer.build_models(config)
-    g_tx = common.create_optimizer(config.g_optimizer)
-    d_tx = common.create_optimizer(config.d_optimizer)
-    state = trainer.create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
-    steps = trainer.Steps(config, generator, discriminator, g_tx, d_tx)
+    state, steps = recipe_steps(trainer, config, mesh)
     data = common.create_datasets(config, mesh)
     batch = next(data.train)
     return config, mesh, state, steps, batch
@@ -223,11 +219,7 @@ def test_one_device_and_eight_devices_agree(setup, phase):
     results = []
     for devices in (jax.devices()[:1], jax.devices()[:8]):
         mesh = parallel.create_mesh(devices)
-        generator, discriminator = trainer.build_models(config)
-        g_tx = common.create_optimizer(config.g_optimizer)
-        d_tx = common.create_optimizer(config.d_optimizer)
-        state = trainer.create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
-        steps = trainer.Steps(config, generator, discriminator, g_tx, d_tx)
+        state, steps = recipe_steps(trainer, config, mesh)
         fn = {
             "completion": steps.reconstruction_step,
             "discriminator": steps.discriminator_step,

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage
+from helpers import override, recipe_steps
 
 from configs import pggan as pggan_config
-from helpers import override
 from inpaint_jax import checkpointing, evaluation, inference, parallel
 from inpaint_jax.trainers import common
 from inpaint_jax.trainers import pggan as trainer
@@ -58,11 +58,7 @@ def test_phase_schedule_with_warm_up():
 def setup(photo_dir, tmp_path_factory):
     config = tiny_config(photo_dir, str(tmp_path_factory.mktemp("tfds")))
     mesh = parallel.create_mesh(jax.devices()[:1])
-    generator, discriminator = trainer.build_models(config)
-    g_tx = common.create_optimizer(config.g_optimizer)
-    d_tx = common.create_optimizer(config.d_optimizer)
-    state = trainer.create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
-    steps = trainer.Steps(config, generator, discriminator, g_tx, d_tx)
+    state, steps = recipe_steps(trainer, config, mesh)
     batch = parallel.make_global_batch(next(common.create_datasets(config, mesh).train), mesh)
     return config, state, steps, batch
 

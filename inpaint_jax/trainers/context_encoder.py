@@ -31,9 +31,9 @@ import numpy as np
 from inpaint_jax import losses, masks
 from inpaint_jax.models import context_encoder as ce
 from inpaint_jax.trainers import common, gan
-from inpaint_jax.trainers.pggan import phase_for_step  # the same schedule: warm-up, then joint.
 
 PHASES = ("completion", "joint")
+phase_for_step = gan.warmup_then_joint  # reconstruction warm-up, then joint.
 
 
 def expected_hole(overlap: int) -> np.ndarray:

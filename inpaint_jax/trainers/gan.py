@@ -191,6 +191,31 @@ class GANSteps(abc.ABC):
         return state, metrics
 
 
+def warmup_then_joint(step: int, config: ml_collections.ConfigDict) -> str:
+    """Schedule of recipes without a discriminator-only phase: "completion" warm-up, then "joint"."""
+    return "completion" if step < config.completion_steps else "joint"
+
+
+def init_recipe(
+    config: ml_collections.ConfigDict,
+    mesh: jax.sharding.Mesh,
+    build_models,
+    create_train_state,
+    steps_class: type[GANSteps],
+) -> tuple[GANTrainState, GANSteps]:
+    """A recipe's initial state (replicated on `mesh`) and its phase steps.
+
+    The recipe supplies `build_models(config) -> (generator, discriminator)`,
+    `create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)`
+    and its `GANSteps` subclass; the optimizers come from the config.
+    """
+    generator, discriminator = build_models(config)
+    g_tx = common.create_optimizer(config.g_optimizer)
+    d_tx = common.create_optimizer(config.d_optimizer)
+    state = create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
+    return state, steps_class(config, generator, discriminator, g_tx, d_tx)
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -202,19 +227,13 @@ def train_and_evaluate(
 ) -> GANTrainState:
     """Trains one GAN recipe per `config` in `workdir`, resuming from its last checkpoint.
 
-    A recipe supplies `build_models(config) -> (generator, discriminator)`,
-    `create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)`,
-    its `GANSteps` subclass and `phase_for_step(step) -> phase name`.
+    See `init_recipe` for what a recipe supplies; `phase_for_step(step)`
+    names the phase of each 0-based step.
     """
     workdir = common.prepare_workdir(workdir)
     mesh = parallel.create_mesh()
     data = common.create_datasets(config, mesh)
-
-    generator, discriminator = build_models(config)
-    g_tx = common.create_optimizer(config.g_optimizer)
-    d_tx = common.create_optimizer(config.d_optimizer)
-    state = create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
-    steps = steps_class(config, generator, discriminator, g_tx, d_tx)
+    state, steps = init_recipe(config, mesh, build_models, create_train_state, steps_class)
     return common.run(
         config,
         workdir,

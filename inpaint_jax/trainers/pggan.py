@@ -22,17 +22,13 @@ from inpaint_jax.models import pggan
 from inpaint_jax.trainers import common, gan
 
 PHASES = ("completion", "joint")
+phase_for_step = gan.warmup_then_joint  # reconstruction warm-up, then joint.
 HEADS = ("global", "patch")
 DISCRIMINATORS = {
     "pggan": pggan.PGGANDiscriminator,
     "global": pggan.GlobalOnlyDiscriminator,
     "patch": pggan.PatchOnlyDiscriminator,
 }
-
-
-def phase_for_step(step: int, config: ml_collections.ConfigDict) -> str:
-    """The training phase that 0-based step `step` belongs to."""
-    return "completion" if step < config.completion_steps else "joint"
 
 
 def build_models(
