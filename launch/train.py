@@ -19,6 +19,12 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file, e.g. configs/glcic.py:runlocal.", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Start jax.distributed even if no cluster launcher is detected (e.g. a TPU pod slice "
+    "on plain VMs). SLURM, Open MPI and JAX_COORDINATOR_ADDRESS are detected anyway.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -31,7 +37,7 @@ def main(argv):
     absl_logging.get_absl_handler().addFilter(_hide_orbax_info)
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    parallel.initialize_distributed()  # before any other JAX call.
+    parallel.initialize_distributed(force=_DISTRIBUTED.value)  # before any other JAX call.
     logging.info(
         "Process %d of %d, local devices %s, global devices %d.",
         jax.process_index(),
