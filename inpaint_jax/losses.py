@@ -1,4 +1,4 @@
-"""Loss functions for inpainting: masked reconstruction, GAN objectives, TV.
+"""Loss functions for inpainting: masked reconstruction, GAN objectives, TV, perceptual, style.
 
 Every function here is a pure ``jax.numpy`` function, safe under ``jax.jit``
 and ``jax.grad``: no Python control flow depends on array values. Images are
@@ -115,3 +115,69 @@ def total_variation(image, mask=None) -> jax.Array:
     vertical_pairs = jnp.maximum(mask[:, 1:], mask[:, :-1])
     horizontal_pairs = jnp.maximum(mask[:, :, 1:], mask[:, :, :-1])
     return masked_mean(vertical, vertical_pairs) + masked_mean(horizontal, horizontal_pairs)
+
+
+def hole_and_valid_l1(prediction, target, mask) -> tuple[jax.Array, jax.Array]:
+    """Liu et al. (2018)'s L_hole and L_valid: ``mean(|p - t| * m)`` and ``mean(|p - t| * (1 - m))``.
+
+    Both means run over every entry (examples, pixels, channels), not only over
+    the hole or the known region, so their sum is the plain L1 distance and a
+    hole's share of the loss grows with its area. ``mask`` (N, H, W, 1) may be
+    fractional (e.g. a down-scaled mask).
+    """
+    error = jnp.abs(prediction - target)
+    return jnp.mean(error * mask), jnp.mean(error * (1 - mask))
+
+
+def gram_matrix(features: jax.Array) -> jax.Array:
+    """Gram matrices of (N, H, W, C) feature maps: (N, C, C) = F^T F / (C * H * W).
+
+    F is the (H * W, C) matrix of one example's features; the normalisation by
+    the layer's size C * H * W is Gatys et al.'s and Liu et al.'s K_p. The
+    product runs at full float32 precision (no TF32 / bf16 passes).
+    """
+    batch, height, width, channels = features.shape
+    flat = features.reshape(batch, height * width, channels)
+    gram = jnp.einsum("npc,npd->ncd", flat, flat, precision=jax.lax.Precision.HIGHEST)
+    return gram / (channels * height * width)
+
+
+def _feature_pairs(features_a, features_b, layers):
+    """[(a, b)] for each name of ``layers``, or ValueError naming what is missing or mismatched."""
+    layers = tuple(layers)
+    if not layers:
+        raise ValueError("layers must name at least one feature layer (e.g. ('pool1', 'pool2')).")
+    missing = [name for name in layers if name not in features_a or name not in features_b]
+    if missing:
+        raise ValueError(
+            f"feature layers {missing} are missing: the first features have "
+            f"{sorted(features_a)}, the second {sorted(features_b)}. Extract every layer the "
+            f"loss names (e.g. VGG(...)(images, taps=layers))."
+        )
+    pairs = [(features_a[name], features_b[name]) for name in layers]
+    for name, (a, b) in zip(layers, pairs):
+        if a.shape != b.shape:
+            raise ValueError(f"features {name!r} differ in shape: {a.shape} vs {b.shape}.")
+    return pairs
+
+
+def perceptual_loss(features_a, features_b, layers) -> jax.Array:
+    """Sum over ``layers`` of the mean absolute difference between two feature maps.
+
+    ``features_a`` and ``features_b`` map layer names to (N, H, W, C) arrays
+    (e.g. the taps of ``models.vgg.VGG``); this is the perceptual loss of Liu
+    et al. (2018) and DFNet: per layer, ``mean(|a - b|)`` over examples,
+    positions and channels.
+    """
+    return sum(jnp.mean(jnp.abs(a - b)) for a, b in _feature_pairs(features_a, features_b, layers))
+
+
+def style_loss(features_a, features_b, layers) -> jax.Array:
+    """Sum over ``layers`` of the mean absolute difference between Gram matrices.
+
+    Per layer, ``mean(|gram_matrix(a) - gram_matrix(b)|)`` over examples and
+    the C x C entries: the style loss of Liu et al. (2018) and DFNet (an L1
+    distance between Gram matrices normalised by C * H * W).
+    """
+    pairs = _feature_pairs(features_a, features_b, layers)
+    return sum(jnp.mean(jnp.abs(gram_matrix(a) - gram_matrix(b))) for a, b in pairs)

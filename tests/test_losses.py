@@ -138,3 +138,79 @@ def test_losses_are_jittable(tiny_batch):
     prediction, target, mask = tiny_batch
     jitted = jax.jit(losses.masked_l1)(prediction, target, mask)
     np.testing.assert_allclose(jitted, losses.masked_l1(prediction, target, mask), rtol=1e-6)
+
+
+def _numpy_gram(features):
+    batch, height, width, channels = features.shape
+    flat = features.reshape(batch, height * width, channels)
+    return np.stack([f.T @ f for f in flat]) / (channels * height * width)
+
+
+@pytest.fixture
+def feature_pair():
+    """Two dicts of small (N, H, W, C) feature maps under the same layer names."""
+    rng = np.random.default_rng(3)
+    shapes = {"pool1": (2, 4, 5, 3), "pool2": (2, 2, 3, 6)}
+    return tuple(
+        {name: rng.normal(size=shape).astype(np.float32) for name, shape in shapes.items()}
+        for _ in range(2)
+    )
+
+
+def test_gram_matrix_is_normalised_feature_correlation():
+    features = np.random.default_rng(4).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    gram = losses.gram_matrix(features)
+    assert gram.shape == (2, 5, 5)
+    np.testing.assert_allclose(gram, _numpy_gram(features), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(gram, np.swapaxes(gram, 1, 2))
+
+
+def test_perceptual_loss_sums_mean_absolute_feature_differences(feature_pair):
+    a, b = feature_pair
+    expected = sum(np.mean(np.abs(a[k] - b[k])) for k in ("pool1", "pool2"))
+    np.testing.assert_allclose(
+        losses.perceptual_loss(a, b, ("pool1", "pool2")), expected, rtol=1e-6
+    )
+    only_first = np.mean(np.abs(a["pool1"] - b["pool1"]))
+    np.testing.assert_allclose(losses.perceptual_loss(a, b, ["pool1"]), only_first, rtol=1e-6)
+
+
+def test_style_loss_sums_mean_absolute_gram_differences(feature_pair):
+    a, b = feature_pair
+    expected = sum(
+        np.mean(np.abs(_numpy_gram(a[k]) - _numpy_gram(b[k]))) for k in ("pool1", "pool2")
+    )
+    np.testing.assert_allclose(losses.style_loss(a, b, ("pool1", "pool2")), expected, rtol=1e-5)
+
+
+def test_perceptual_and_style_losses_vanish_for_identical_features(feature_pair):
+    a, _ = feature_pair
+    assert float(losses.perceptual_loss(a, a, ("pool1", "pool2"))) == 0.0
+    assert float(losses.style_loss(a, a, ("pool1", "pool2"))) == 0.0
+
+
+def test_style_loss_ignores_where_features_are(feature_pair):
+    """Gram matrices sum over positions, so permuting positions changes nothing."""
+    a, _ = feature_pair
+    shuffled = {k: v[:, ::-1, ::-1] for k, v in a.items()}
+    assert float(losses.perceptual_loss(a, shuffled, ("pool1",))) > 0
+    np.testing.assert_allclose(losses.style_loss(a, shuffled, ("pool1", "pool2")), 0.0, atol=1e-6)
+
+
+def test_feature_losses_name_missing_or_mismatched_layers(feature_pair):
+    a, b = feature_pair
+    with pytest.raises(ValueError, match="'relu3_3'"):
+        losses.perceptual_loss(a, b, ("pool1", "relu3_3"))
+    with pytest.raises(ValueError, match="at least one"):
+        losses.style_loss(a, b, ())
+    with pytest.raises(ValueError, match="differ in shape"):
+        losses.style_loss(a, {**b, "pool2": b["pool2"][:1]}, ("pool2",))
+
+
+def test_hole_and_valid_l1_split_the_plain_l1(tiny_batch):
+    prediction, target, mask = tiny_batch
+    hole, valid = losses.hole_and_valid_l1(prediction, target, mask)
+    error = np.abs(prediction - target)
+    np.testing.assert_allclose(hole, np.mean(error * mask), rtol=1e-6)
+    np.testing.assert_allclose(valid, np.mean(error * (1 - mask)), rtol=1e-6)
+    np.testing.assert_allclose(hole + valid, np.mean(error), rtol=1e-6)
