@@ -271,7 +271,8 @@ def _state_template(trainer, config, generator, discriminator):
     device = jax.local_devices()[0]
     mesh = parallel.create_mesh([device])
     g_tx = common.create_optimizer(config.g_optimizer)
-    d_tx = common.create_optimizer(config.d_optimizer)
+    # Recipes without a discriminator (DFNet) have no d_optimizer.
+    d_tx = common.create_optimizer(config.d_optimizer) if "d_optimizer" in config else None
     shapes = jax.eval_shape(
         lambda: trainer.create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
     )

@@ -56,6 +56,4 @@ def recipe_steps(trainer, config, mesh):
     """(initial state, phase steps) of a trainer module's recipe for `config` on `mesh`."""
     from inpaint_jax.trainers import gan  # noqa: PLC0415  (keeps this module light to import)
 
-    return gan.init_recipe(
-        config, mesh, trainer.build_models, trainer.create_train_state, trainer.Steps
-    )
+    return gan.init_recipe(config, mesh, trainer)

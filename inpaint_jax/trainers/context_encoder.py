@@ -21,7 +21,7 @@ the model options `bottleneck="dense"` and ELU activations.
 
 from __future__ import annotations
 
-import functools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -143,11 +143,4 @@ def create_train_state(
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> common.GANTrainState:
     """Trains a Context Encoder per `config` in `workdir`, resuming from its last checkpoint."""
     check_config(config)
-    return gan.train_and_evaluate(
-        config,
-        workdir,
-        build_models=build_models,
-        create_train_state=create_train_state,
-        steps_class=Steps,
-        phase_for_step=functools.partial(phase_for_step, config=config),
-    )
+    return gan.train_and_evaluate(config, workdir, recipe=sys.modules[__name__])

@@ -13,6 +13,8 @@ images: `discriminator_loss` and `adversarial_loss`.
 from __future__ import annotations
 
 import abc
+import functools
+import types
 
 import flax.linen as nn
 import jax
@@ -197,50 +199,37 @@ def warmup_then_joint(step: int, config: ml_collections.ConfigDict) -> str:
 
 
 def init_recipe(
-    config: ml_collections.ConfigDict,
-    mesh: jax.sharding.Mesh,
-    build_models,
-    create_train_state,
-    steps_class: type[GANSteps],
+    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, recipe: types.ModuleType
 ) -> tuple[GANTrainState, GANSteps]:
     """A recipe's initial state (replicated on `mesh`) and its phase steps.
 
-    The recipe supplies `build_models(config) -> (generator, discriminator)`,
-    `create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)`
-    and its `GANSteps` subclass; the optimizers come from the config.
+    A recipe is a trainer module defining `build_models(config) ->
+    (generator, discriminator)`, `create_train_state(config, generator,
+    discriminator, g_tx, d_tx, mesh)`, `Steps` (its `GANSteps` subclass) and
+    `phase_for_step(step, config)`; the optimizers come from the config.
     """
-    generator, discriminator = build_models(config)
+    generator, discriminator = recipe.build_models(config)
     g_tx = common.create_optimizer(config.g_optimizer)
     d_tx = common.create_optimizer(config.d_optimizer)
-    state = create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
-    return state, steps_class(config, generator, discriminator, g_tx, d_tx)
+    state = recipe.create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
+    return state, recipe.Steps(config, generator, discriminator, g_tx, d_tx)
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    *,
-    build_models,
-    create_train_state,
-    steps_class: type[GANSteps],
-    phase_for_step,
+    config: ml_collections.ConfigDict, workdir: str, recipe: types.ModuleType
 ) -> GANTrainState:
-    """Trains one GAN recipe per `config` in `workdir`, resuming from its last checkpoint.
-
-    See `init_recipe` for what a recipe supplies; `phase_for_step(step)`
-    names the phase of each 0-based step.
-    """
+    """Trains `recipe` (see `init_recipe`) per `config` in `workdir`, resuming if it can."""
     workdir = common.prepare_workdir(workdir)
     mesh = parallel.create_mesh()
     data = common.create_datasets(config, mesh)
-    state, steps = init_recipe(config, mesh, build_models, create_train_state, steps_class)
+    state, steps = init_recipe(config, mesh, recipe)
     return common.run(
         config,
         workdir,
         mesh,
         data,
         state,
-        phase_for_step=phase_for_step,
+        phase_for_step=functools.partial(recipe.phase_for_step, config=config),
         step_fns={
             "completion": steps.reconstruction_step,
             "discriminator": steps.discriminator_step,

@@ -15,8 +15,8 @@ the hole, or a random window of a real image.
 
 from __future__ import annotations
 
-import functools
 import logging
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -116,11 +116,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> commo
     """Trains GLCIC per `config` in `workdir`, resuming from its last checkpoint."""
     if config.completion_steps + config.discriminator_steps > config.total_steps:
         logging.warning("total_steps ends before the joint phase starts.")
-    return gan.train_and_evaluate(
-        config,
-        workdir,
-        build_models=build_models,
-        create_train_state=create_train_state,
-        steps_class=Steps,
-        phase_for_step=functools.partial(phase_for_step, config=config),
-    )
+    return gan.train_and_evaluate(config, workdir, recipe=sys.modules[__name__])

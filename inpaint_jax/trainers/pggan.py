@@ -11,7 +11,7 @@ warm-up (`completion_steps`, 0 in the paper's config) comes first.
 
 from __future__ import annotations
 
-import functools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -110,11 +110,4 @@ def create_train_state(
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> common.GANTrainState:
     """Trains PGGAN per `config` in `workdir`, resuming from its last checkpoint."""
-    return gan.train_and_evaluate(
-        config,
-        workdir,
-        build_models=build_models,
-        create_train_state=create_train_state,
-        steps_class=Steps,
-        phase_for_step=functools.partial(phase_for_step, config=config),
-    )
+    return gan.train_and_evaluate(config, workdir, recipe=sys.modules[__name__])
