@@ -11,7 +11,7 @@ import pytest
 
 from configs import dfnet as dfnet_config
 from helpers import override
-from inpaint_jax import checkpointing, losses, parallel
+from inpaint_jax import checkpointing, inference, losses, parallel
 from inpaint_jax.models import dfnet, vgg
 from inpaint_jax.trainers import common
 from inpaint_jax.trainers import dfnet as trainer
@@ -235,3 +235,10 @@ def test_trains_evaluates_and_resumes(photo_dir, tmp_path, caplog):
         for a, b in zip(jax.tree.leaves(state.g_params), jax.tree.leaves(resumed.g_params))
     ]
     assert any(moved)
+
+    model = inference.load_model(workdir)  # a recipe without a discriminator loads too.
+    image = np.random.default_rng(0).uniform(size=(70, 90, 3)).astype(np.float32)
+    mask = np.zeros((70, 90, 1), np.float32)
+    mask[20:40, 30:60] = 1.0
+    filled = inference.inpaint(model, image, mask)
+    np.testing.assert_array_equal(filled[mask[..., 0] == 0], image[mask[..., 0] == 0])
