@@ -37,6 +37,7 @@ import datetime
 import functools
 import importlib
 import json
+import logging
 import os
 import platform
 import resource
@@ -56,6 +57,8 @@ import numpy as np
 
 from inpaint_jax import checkpointing, files, parallel
 from inpaint_jax.trainers import common
+
+logger = logging.getLogger(__name__)
 
 # The figure the GLCIC paper (Iizuka et al. 2017, Table 2) gives for its
 # completion network, printed under the inference table for reference.
@@ -500,6 +503,7 @@ def benchmark_inference(
             if "reference" in timings:
                 row["reference"]["seconds"] = timings["reference"].to_json()
                 row["jax_over_reference"] = timings["jax"].median / timings["reference"].median
+            logger.info("%s %dx%d: %.3f s", generator.name, size, size, timings["jax"].median)
             rows.append(row)
     return rows
 
@@ -690,6 +694,9 @@ def _benchmark_case(case, steps, warmup, data_modes, reference) -> list[dict[str
                 row["first_loss"] = float(metrics["g_reconstruction"])
                 row["reference"] = reference_row
                 row["jax_over_reference"] = timings["jax"].median / timings["reference"].median
+            logger.info(
+                "%s %s (%s data): %.3f s/step", case.label, phase, mode, timings["jax"].median
+            )
             rows.append(row)
     return rows
 

@@ -41,7 +41,9 @@ _RUNS = flags.DEFINE_integer("runs", 5, "Timed calls (inference), steps (train) 
 _WARMUP = flags.DEFINE_integer(
     "warmup", 2, "Untimed calls first (>= 1; the first measures memory)."
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "inference: time this run's checkpoint instead.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "inference: time this training run's checkpoint (instead of --models)."
+)
 _WIDTH = flags.DEFINE_float(
     "width_multiplier", None, "Override every network's channel multiplier."
 )
