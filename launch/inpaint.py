@@ -60,7 +60,7 @@ _VGG = flags.DEFINE_string(
     "vgg", None, "--method=nps: VGG-19 weights: torchvision .pth, Keras .h5 or the .npz that "
     "launch.convert_vgg writes.")
 _NPS_ITERATIONS = flags.DEFINE_integer(
-    "nps_iterations", None, "--method=nps: L-BFGS iterations at each scale (default: "
+    "nps_iterations", None, "--method=nps: optimisation steps at each scale (default: "
     f"{nps.NPSSettings().iterations}, as in the paper's code).", lower_bound=0)
 _POSTPROCESS = flags.DEFINE_bool(
     "postprocess", False, "Blend filled holes into their surroundings (GLCIC's fast marching + "
