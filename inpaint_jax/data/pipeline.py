@@ -85,6 +85,19 @@ def create_train_iterator(source, *, batch_size: int, crop_size: int,
 
     transform = functools.partial(_train_example, crop_size=crop_size,
                                   resize_range=resize_range, mask_fn=mask_fn)
+    return train_batches(source, transform, batch_size=batch_size, seed=seed,
+                         shard_index=shard_index, shard_count=shard_count,
+                         worker_count=worker_count)
+
+
+def train_batches(source, transform, *, batch_size: int, seed: int, shard_index: int,
+                  shard_count: int, worker_count: int = 0) -> grain.DatasetIterator:
+    """The infinite, checkpointable batch stream of `create_train_iterator` for any `transform`.
+
+    `transform(record, rng)` turns one record of `source` into a dict of
+    arrays using only the `np.random.Generator` it is given. The arguments
+    are not checked here (see `create_train_iterator`).
+    """
     dataset = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
     dataset = dataset.random_map(transform)[shard_index::shard_count]
     dataset = dataset.to_iter_dataset(_read_options(batch_size))
@@ -116,21 +129,39 @@ def create_eval_iterator(source, *, batch_size: int, crop_size: int,
     _check_positive(batch_size=batch_size, crop_size=crop_size)
     _check_seed(seed)
     shard_index, shard_count = _resolve_shard(shard_index, shard_count)
+    example = functools.partial(_eval_example, source=source, crop_size=crop_size,
+                                mask_fn=mask_fn, seed=seed)
+    return eval_batches(num_examples, example, batch_size=batch_size, shard_index=shard_index,
+                        shard_count=shard_count)
 
+
+def eval_batches(num_examples: int, example, *, batch_size: int, shard_index: int,
+                 shard_count: int) -> grain.DatasetIterator:
+    """The padded, sharded single pass of `create_eval_iterator` for any `example` function.
+
+    `example(index)` returns the dict of arrays of example `index` (0 <=
+    index < num_examples); this adds 'valid'. Arguments are not checked here.
+    """
     examples_per_process = -(-num_examples // shard_count)
     batches_per_process = -(-examples_per_process // batch_size)
     padded_total = batches_per_process * batch_size * shard_count
-    transform = functools.partial(_eval_example, source=source, num_examples=num_examples,
-                                  crop_size=crop_size, mask_fn=mask_fn, seed=seed)
+    transform = functools.partial(_padded_example, example=example, num_examples=num_examples)
     dataset = grain.MapDataset.range(shard_index, padded_total, shard_count).map(transform)
     dataset = dataset.to_iter_dataset(_read_options(batch_size))
     return iter(dataset.batch(batch_size))
 
 
+def _padded_example(position: int, *, example, num_examples: int) -> dict:
+    """Example `position` wrapped around the end, marked invalid past it."""
+    values = example(position % num_examples)
+    values["valid"] = np.bool_(position < num_examples)
+    return values
+
+
 def _train_example(record, rng: np.random.Generator, *, crop_size: int,
                    resize_range: tuple[int, int] | None, mask_fn: masks.MaskFn) -> dict:
     """Decodes, resizes to a random scale, randomly crops and masks one record."""
-    image, name = _decode_record(record)
+    image, name = decode_record(record)
     if resize_range is not None:
         image = _resize_shortest_side(image, int(rng.integers(resize_range[0], resize_range[1] + 1)))
     elif min(image.shape[:2]) < crop_size:
@@ -145,18 +176,15 @@ def _train_example(record, rng: np.random.Generator, *, crop_size: int,
     return _example(crop, mask_fn(rng, crop_size, crop_size))
 
 
-def _eval_example(position: int, *, source, num_examples: int, crop_size: int,
-                  mask_fn: masks.MaskFn, seed: int) -> dict:
-    """Resizes, centre-crops and masks example `position` (wrapped around, invalid, past the end)."""
-    index = position % num_examples
-    image, _ = _decode_record(source[index])
+def _eval_example(index: int, *, source, crop_size: int, mask_fn: masks.MaskFn,
+                  seed: int) -> dict:
+    """Resizes, centre-crops and masks example `index`."""
+    image, _ = decode_record(source[index])
     image = _resize_shortest_side(image, crop_size)
     top = (image.shape[0] - crop_size) // 2
     left = (image.shape[1] - crop_size) // 2
     crop = image[top:top + crop_size, left:left + crop_size]
-    example = _example(crop, mask_fn(masks.mask_rng(seed, index), crop_size, crop_size))
-    example["valid"] = np.bool_(position < num_examples)
-    return example
+    return _example(crop, mask_fn(masks.mask_rng(seed, index), crop_size, crop_size))
 
 
 def _example(crop: np.ndarray, sample: masks.MaskSample) -> dict:
@@ -169,7 +197,7 @@ def _example(crop: np.ndarray, sample: masks.MaskSample) -> dict:
     }
 
 
-def _decode_record(record) -> tuple[np.ndarray, str]:
+def decode_record(record) -> tuple[np.ndarray, str]:
     """Returns the record's image and its id.
 
     Encoded bytes decode to float32 in [0, 1]; arrays stay uint8 (both resize

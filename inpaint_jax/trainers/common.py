@@ -18,6 +18,7 @@ from typing import Any
 
 import flax
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -64,6 +65,37 @@ class GANTrainState:
         )
 
 
+def create_generator_state(
+    config: ml_collections.ConfigDict,
+    generator: flax.linen.Module,
+    g_tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    *init_inputs: jax.Array,
+) -> GANTrainState:
+    """The initial state of a recipe without a discriminator, replicated over `mesh`.
+
+    The generator is initialised (seed `config.seed`) on `init_inputs`; the
+    discriminator part is empty (`d_params` {}, `d_opt_state`
+    optax.EmptyState()), so the shared loop `run` needs no special case.
+    """
+
+    def init(rng):
+        g_rng, state_rng = jax.random.split(rng)
+        variables = generator.init(g_rng, *init_inputs, train=False)
+        return GANTrainState(
+            step=jnp.zeros((), jnp.int32),
+            g_params=variables["params"],
+            d_params={},
+            g_opt_state=g_tx.init(variables["params"]),
+            d_opt_state=optax.EmptyState(),
+            batch_stats={"g": variables.get("batch_stats", {}), "d": {}},
+            rng=state_rng,
+        )
+
+    rng = jax.random.key(config.seed, impl=config.rng_impl)
+    return jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))(rng)
+
+
 def prepare_workdir(workdir: str | os.PathLike) -> str:
     """Creates `workdir` if needed and checks that it is writable."""
     workdir = os.path.abspath(os.path.expanduser(os.fspath(workdir)))
@@ -103,16 +135,30 @@ class Datasets:
     eval_batches: Callable[[], Iterator[dict[str, np.ndarray]]]
 
 
-def create_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Datasets:
-    """Per-process train and eval iterators for `config.data` on `mesh`."""
+def data_sources(config: ml_collections.ConfigDict):
+    """(train, eval) random-access sources of `config.data`, built offline by process 0 if needed."""
     data = config.data
-    data_dir = os.path.expanduser(data.data_dir)
-    source_kwargs = dict(data_dir=data_dir, manual_dir=data.manual_dir or None)
+    source_kwargs = dict(data_dir=os.path.expanduser(data.data_dir),
+                         manual_dir=data.manual_dir or None)
     if jax.process_index() == 0:  # one process builds; the others wait, then read.
         sources.build_dataset(data.name, **source_kwargs)
     multihost_utils.sync_global_devices("dataset built")
-    train_source = sources.get_data_source(data.name, data.train_split, **source_kwargs)
-    eval_source = sources.get_data_source(data.name, data.eval_split, **source_kwargs)
+    return (sources.get_data_source(data.name, data.train_split, **source_kwargs),
+            sources.get_data_source(data.name, data.eval_split, **source_kwargs))
+
+
+def first_batches(batches: Iterator[dict], max_batches: int) -> Iterator[dict]:
+    """The first `max_batches` of `batches` (all of them when `max_batches` is 0)."""
+    for index, batch in enumerate(batches):
+        if max_batches and index >= max_batches:
+            return
+        yield batch
+
+
+def create_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Datasets:
+    """Per-process train and eval iterators for `config.data` on `mesh`."""
+    data = config.data
+    train_source, eval_source = data_sources(config)
     mask_fn = make_mask_fn(config)
     train = pipeline.create_train_iterator(
         train_source,
@@ -133,10 +179,7 @@ def create_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
             mask_fn=mask_fn,
             seed=config.eval.mask_seed,
         )
-        for index, batch in enumerate(batches):
-            if config.eval.max_batches and index >= config.eval.max_batches:
-                return
-            yield batch
+        return first_batches(batches, config.eval.max_batches)
 
     return Datasets(train=train, eval_batches=eval_batches)
 

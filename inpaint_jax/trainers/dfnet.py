@@ -191,22 +191,7 @@ def create_train_state(
     size = config.data.crop_size
     image = jnp.zeros((1, size, size, 3), jnp.float32)
     mask = jnp.zeros((1, size, size, 1), jnp.float32)
-
-    def init(rng):
-        g_rng, state_rng = jax.random.split(rng)
-        variables = generator.init(g_rng, image, mask, train=False)
-        return GANTrainState(
-            step=jnp.zeros((), jnp.int32),
-            g_params=variables["params"],
-            d_params={},
-            g_opt_state=g_tx.init(variables["params"]),
-            d_opt_state=optax.EmptyState(),
-            batch_stats={"g": variables["batch_stats"], "d": {}},
-            rng=state_rng,
-        )
-
-    rng = jax.random.key(config.seed, impl=config.rng_impl)
-    return jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))(rng)
+    return common.create_generator_state(config, generator, g_tx, mesh, image, mask)
 
 
 class Steps:
