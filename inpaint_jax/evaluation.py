@@ -63,7 +63,7 @@ import jax
 import numpy as np
 import skimage.restoration
 
-from inpaint_jax import files, image_io, inference, masks, metrics
+from inpaint_jax import files, image_io, inference, masks, metrics, two_stage
 from inpaint_jax.data import sources
 from inpaint_jax.data.builders import common
 
@@ -112,6 +112,16 @@ def model_method(model: inference.InpaintingModel, *, postprocess: bool = False)
     name = f"{model.name}+postprocess" if postprocess else model.name
     fill = functools.partial(inference.inpaint, model, postprocess=postprocess)
     return Method(name=name, fill=fill, warm_up=True)
+
+
+def coarse_method(model: two_stage.TwoStageModel) -> Method:
+    """The coarse stage of a two-stage model alone: its completion upsampled and merged.
+
+    Named ``<coarse model>_upsampled``; the comparison row of the two-stage
+    paper's Table 1 (the coarse model at its working size, scaled up).
+    """
+    return Method(name=f"{model.coarse.name}_upsampled", fill=model.coarse_complete,
+                  warm_up=True)
 
 
 def baseline(name: str) -> Method:

@@ -5,25 +5,36 @@
       --resolution=512,1024,1536,2048 --fit=stretch
   python -m launch.evaluate --baselines=telea --images=~/photos --masks=free_form \\
       --size=256 --output=/tmp/eval
+  python -m launch.evaluate --workdir=/tmp/refine --images=~/photos \\
+      --resolution=512,1024,1536,2048
 
 Defaults come from the checkpoint's config: its dataset and evaluation split,
 its mask generator, parameters and evaluation mask seed, and its crop size.
 Prints a table of metrics per hole-area bin and writes manifest.json,
 results.json, results.csv and samples_<size>.png to --output (default
 <workdir>/eval_<time>). Runs in one process.
+
+A two-stage refinement workdir is scored as the whole two-stage pipeline (its
+coarse model from training, or --coarse), next to the row
+`<coarse>_upsampled`: the coarse model alone at its working size, scaled up
+(the comparison of the two-stage paper's Table 1).
 """
 
 import os
 
 from absl import app, flags
 
-from inpaint_jax import evaluation, inference, masks
+from inpaint_jax import evaluation, inference, masks, two_stage
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Training workdir; its latest checkpoint is scored."
 )
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "A checkpoint step folder, instead of --workdir."
+)
+_COARSE = flags.DEFINE_string(
+    "coarse", None, "With a two-stage refinement workdir: the coarse model's workdir (default: the "
+    "one it was trained with)."
 )
 _POSTPROCESS = flags.DEFINE_bool(
     "postprocess", False, "Also score the model with GLCIC post-processing."
@@ -132,6 +143,17 @@ def _check_flag_combinations(argv) -> None:
         raise app.UsageError("pass --output (it defaults to <workdir>/eval_<time> with --workdir)")
 
 
+def _load_model(path: str):
+    """The model of `path`; a two-stage one with the --coarse model if given."""
+    if _COARSE.value is None:
+        return inference.load_model(path)
+    network = inference.load_network(path)
+    if network.name != two_stage.TwoStageModel.name:
+        raise app.UsageError(f"--coarse is for two-stage refinement workdirs; {path} holds a "
+                             f"{network.name} model")
+    return two_stage.from_refinement(network, _COARSE.value)
+
+
 def main(argv):
     _check_flag_combinations(argv)
     try:
@@ -143,11 +165,13 @@ def main(argv):
 
     methods, config = baselines, None
     if _WORKDIR.value or _CHECKPOINT.value:
-        model = inference.load_model(_WORKDIR.value or _CHECKPOINT.value)
+        model = _load_model(_WORKDIR.value or _CHECKPOINT.value)
         config = model.config
         methods = [evaluation.model_method(model)]
         if _POSTPROCESS.value:
             methods.append(evaluation.model_method(model, postprocess=True))
+        if isinstance(model, two_stage.TwoStageModel):
+            methods.append(evaluation.coarse_method(model))
         methods += baselines
     images, mask_set = _images(config), _mask_set(config)
     sizes = sizes or (_from_config(config, "data.crop_size", "size"),)

@@ -5,6 +5,8 @@
   python -m launch.inpaint --workdir=DIR --image=photos/ --mask=masks/ --output=results/
   python -m launch.inpaint --method=nps --content=DIR --vgg=vgg19.npz --image=photo.png \
       --mask=mask.png --output=out.png
+  python -m launch.inpaint --method=two_stage --coarse=DIR --refine=DIR --image=photo.jpg \
+      --mask=mask.png --output=out.png
 
 Masks are white where holes are (a mask file with transparent pixels marks
 holes by transparency instead). Without --mask, each image's own alpha channel
@@ -23,6 +25,12 @@ GLCIC) predicts the hole's content at 128 px, then the hole is optimised at
 three scales so that its VGG-19 feature patches (--vgg weights) match patches
 outside it. It takes minutes per 512 px image on a CPU; --nps_iterations
 trades quality for time. See inpaint_jax/nps.py.
+
+--method=two_stage is two-stage high-resolution inpainting (Moskalenko et al.,
+2021) for large photos: the --coarse model fills the holes at 512 px (the
+refinement run's coarse size), and the --refine network restores texture at
+full resolution from the result and four shifted copies. See
+inpaint_jax/two_stage.py.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from absl import app, flags
 from PIL import Image
 from tqdm import tqdm
 
-from inpaint_jax import image_io, inference, nps
+from inpaint_jax import image_io, inference, nps, two_stage
 from inpaint_jax.models import vgg
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir; its newest checkpoint is used.")
@@ -50,9 +58,10 @@ _OUTPUT = flags.DEFINE_string(
     "output", None, "Output file (its extension picks the format), or an existing folder when "
     "--image is a folder.")
 _METHOD = flags.DEFINE_enum(
-    "method", "model", ["model", "nps"], "How holes are filled: model = the network of "
-    "--workdir or --checkpoint; nps = neural patch synthesis over the network of --content, "
-    "with the VGG-19 of --vgg.")
+    "method", "model", ["model", "nps", "two_stage"], "How holes are filled: model = the "
+    "network of --workdir or --checkpoint; nps = neural patch synthesis over the network of "
+    "--content, with the VGG-19 of --vgg; two_stage = the coarse model of --coarse at low "
+    "resolution, then the refinement network of --refine at full resolution.")
 _CONTENT = flags.DEFINE_string(
     "content", None, "--method=nps: workdir or checkpoint step directory of the content network "
     "(a configs/nps_content.py run, or any other model, e.g. GLCIC).")
@@ -62,6 +71,12 @@ _VGG = flags.DEFINE_string(
 _NPS_ITERATIONS = flags.DEFINE_integer(
     "nps_iterations", None, "--method=nps: optimisation steps at each scale (default: "
     f"{nps.NPSSettings().iterations}, as in the paper's code).", lower_bound=0)
+_REFINE = flags.DEFINE_string(
+    "refine", None, "--method=two_stage: workdir or checkpoint step directory of the refinement "
+    "network (a configs/two_stage.py run).")
+_COARSE = flags.DEFINE_string(
+    "coarse", None, "--method=two_stage: workdir or checkpoint step directory of the coarse model "
+    "(GLCIC, PGGAN, DFNet, ...); default: the one the refinement network was trained with.")
 _POSTPROCESS = flags.DEFINE_bool(
     "postprocess", False, "Blend filled holes into their surroundings (GLCIC's fast marching + "
     "Poisson blending).")
@@ -72,7 +87,8 @@ flags.mark_flags_as_required(["image", "output"])
 flags.mark_flags_as_mutual_exclusive(["workdir", "checkpoint"])
 
 # The flags that only one --method uses.
-_METHOD_FLAGS = {"model": ("workdir", "checkpoint"), "nps": ("content", "vgg", "nps_iterations")}
+_METHOD_FLAGS = {"model": ("workdir", "checkpoint"), "nps": ("content", "vgg", "nps_iterations"),
+                 "two_stage": ("refine", "coarse")}
 
 
 @flags.multi_flags_validator(["method", *(name for names in _METHOD_FLAGS.values()
@@ -90,6 +106,9 @@ def _check_method_flags(values) -> bool:
     if method == "nps" and values["content"] is None:
         raise flags.ValidationError("--method=nps needs --content: the workdir of the content "
                                     "network (any inpaint_jax model)")
+    if method == "two_stage" and values["refine"] is None:
+        raise flags.ValidationError("--method=two_stage needs --refine: the workdir of the "
+                                    "refinement network (a configs/two_stage.py run)")
     return True
 
 
@@ -203,6 +222,10 @@ def load_method():
     if _METHOD.value == "model":
         model = inference.load_model(_WORKDIR.value or _CHECKPOINT.value)
         return model, f"the {model.name} model of step {model.step}"
+    if _METHOD.value == "two_stage":
+        model = two_stage.load_two_stage(_REFINE.value, _COARSE.value)
+        return model, (f"two-stage inpainting: the {model.coarse.name} model of step "
+                       f"{model.coarse.step}, refinement of step {model.step}")
     texture_net, vgg_variables = vgg.load_vgg(_VGG.value, depth=19, config_flag="--vgg")
     content = inference.load_model(_CONTENT.value)
     settings = nps.NPSSettings()
