@@ -7,16 +7,21 @@ import sys
 from pathlib import Path
 
 import cv2
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
 from helpers import override
+from test_trainer_dfnet import tiny_config as dfnet_tiny_config
 from PIL import Image
 
 from configs import two_stage as two_stage_config
-from inpaint_jax import inference, two_stage
+from inpaint_jax import inference, parallel, two_stage
 from inpaint_jax.data import coarse_cache
-from inpaint_jax.models import refinement
+from inpaint_jax.models import refinement, vgg
+from inpaint_jax.trainers import common
+from inpaint_jax.trainers import dfnet as dfnet_trainer
 from inpaint_jax.trainers import two_stage as trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -321,6 +326,38 @@ def test_no_usable_patch_is_a_clear_error(photo_dir, glcic_workdir, tmp_path):
     assert not (tmp_path / "work" / "checkpoints").exists()
 
 
+def test_train_step_weights_every_loss_term(photo_dir, glcic_workdir):
+    config = refine_config(photo_dir, "unused", glcic_workdir,
+                           **{"loss.perceptual_weight": 0.1, "loss.style_weight": 240.0})
+    module = vgg.VGG(depth=16)
+    features = dfnet_trainer.FeatureExtractor(
+        module, module.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), "pool3"),
+        tuple(config.loss.vgg_taps))
+    generator, _ = trainer.build_models(config)
+    g_tx = common.create_optimizer(config.g_optimizer)
+    state = trainer.create_train_state(config, generator, None, g_tx, None,
+                                       parallel.create_mesh(jax.devices()[:1]))
+    rng = np.random.default_rng(0)
+    mask = np.zeros((2, 16, 16, 1), np.float32)
+    mask[:, 4:12, 3:10] = 1
+    image = rng.uniform(size=(2, 16, 16, 3)).astype(np.float32)
+    merged = np.where(mask > 0, 0.5, image)
+    inputs = np.stack([two_stage.refinement_input(m, k, two_stage.shift_offsets(16, 16, 0.2))
+                       for m, k in zip(merged, mask)])
+    batch = {"image": image, "mask": mask, "inputs": inputs}
+
+    new_state, metrics = jax.jit(trainer.Steps(config, generator, g_tx, features).train_step)(
+        state, batch)
+    terms = ("l1_hole", "l1_valid", "perceptual", "style", "tv")
+    assert all(float(metrics[f"g_{name}"]) > 0 for name in terms)
+    expected = sum(config.loss[dfnet_trainer.TERM_WEIGHTS[name]] * float(metrics[f"g_{name}"])
+                   for name in terms)
+    np.testing.assert_allclose(float(metrics["g_loss"]), expected, rtol=1e-5)
+    assert int(new_state.step) == 1 and new_state.d_params == {}
+    assert all(not np.array_equal(a, b) for a, b in
+               zip(jax.tree.leaves(state.g_params), jax.tree.leaves(new_state.g_params)))
+
+
 # --------------------------------------------------------------------------- inference
 
 
@@ -350,6 +387,22 @@ def test_inpaints_a_photo_over_1000_px_at_full_resolution(refine_workdir):
     hole = ~known
     assert np.abs(result[hole] - coarse_only[hole]).mean() > 1e-3  # the refinement changed it
     assert model.refinement.compiled_shapes == ((1152, 1152),)  # one full-resolution pass
+
+
+def test_dfnet_as_the_coarse_stage(refine_workdir, photo_dir, tmp_path):
+    dfnet_workdir = str(tmp_path / "dfnet")
+    dfnet_trainer.train_and_evaluate(dfnet_tiny_config(photo_dir, str(tmp_path / "tfds")),
+                                     dfnet_workdir)
+    model = two_stage.load_two_stage(refine_workdir, coarse=dfnet_workdir)
+    assert model.coarse.name == "dfnet"
+    image = np.random.default_rng(2).uniform(size=(90, 70, 3)).astype(np.float32)
+    mask = np.zeros((90, 70, 1), np.float32)
+    mask[30:60, 20:45] = 1
+    result = inference.inpaint(model, image, mask)
+    known = mask[..., 0] == 0
+    np.testing.assert_array_equal(result[known], image[known])
+    assert np.isfinite(result).all()
+    assert np.abs(result[~known] - image[~known]).mean() > 1e-3
 
 
 def _run(module, *arguments):
