@@ -1,11 +1,13 @@
 """Tests for inpaint_jax.models.layers."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inpaint_jax.models import layers
+from inpaint_jax.models import context_encoder, glcic, layers, pggan
 from inpaint_jax.models.layers import ConvNormAct, InputShapeError, LayerSpec
 
 
@@ -295,3 +297,133 @@ def test_residual_block_dilates_the_requested_convolution(dilations):
     with nn.intercept_methods(record_dilation):
         jax.eval_shape(lambda: block.init(jax.random.key(0), jnp.ones((1, 12, 12, 2)), train=False))
     assert seen == {"conv1": (dilations[0],) * 2, "conv2": (dilations[1],) * 2}
+
+
+# ---------------------------------------------------------------- sub-pixel transposed convolution
+
+
+def _flax_conv_transpose(features, kernel_size, stride, *, use_bias, dtype, param_dtype, name):
+    """The nn.ConvTranspose that SubpixelConvTranspose replaces (what older checkpoints hold)."""
+    return nn.ConvTranspose(
+        features,
+        (kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding="SAME",
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, input_shape",
+    [
+        (4, 2, (2, 5, 7, 3)),  # GLCIC and Context Encoder up-sampling; odd, non-square
+        (4, 2, (3, 8, 6, 5)),
+        (3, 2, (2, 6, 9, 4)),  # PGGAN upsampling="transposed"
+        (3, 2, (2, 1, 4, 3)),  # a single input row
+        (5, 2, (2, 4, 3, 2)),
+        (3, 3, (2, 3, 5, 3)),
+        (2, 2, (2, 4, 4, 3)),
+        (6, 3, (2, 5, 4, 2)),
+    ],
+)
+def test_subpixel_conv_transpose_equals_flax_conv_transpose_with_gradients(kernel, stride, input_shape):
+    rng = np.random.default_rng(kernel * 10 + stride)
+    x = jnp.asarray(rng.normal(size=input_shape), jnp.float32)
+    ours = layers.SubpixelConvTranspose(6, kernel, stride, name="conv")
+    theirs = _flax_conv_transpose(
+        6, kernel, stride, use_bias=True, dtype=jnp.float32, param_dtype=jnp.float32, name="conv"
+    )
+    variables = theirs.init(jax.random.key(0), x)
+    # A non-zero bias, so that its gradient and its addition are both checked.
+    variables = jax.tree.map(lambda v: v + 0.1, variables)
+    height, width = input_shape[1:3]
+    weights = jnp.asarray(rng.normal(size=(input_shape[0], stride * height, stride * width, 6)))
+
+    def loss(module, variables, x):
+        return jnp.sum(module.apply(variables, x) * weights)
+
+    expected_out = theirs.apply(variables, x)
+    out = ours.apply(variables, x)
+    assert out.shape == expected_out.shape == (input_shape[0], stride * height, stride * width, 6)
+    np.testing.assert_allclose(out, expected_out, rtol=1e-5, atol=1e-5)
+    expected_grads = jax.grad(functools.partial(loss, theirs), argnums=(0, 1))(variables, x)
+    grads = jax.grad(functools.partial(loss, ours), argnums=(0, 1))(variables, x)
+    for name in ("kernel", "bias"):
+        np.testing.assert_allclose(
+            grads[0]["params"][name], expected_grads[0]["params"][name], rtol=1e-5, atol=1e-4
+        )
+    np.testing.assert_allclose(grads[1], expected_grads[1], rtol=1e-5, atol=1e-5)
+
+
+def test_subpixel_conv_transpose_initialises_like_flax_conv_transpose():
+    x = jnp.ones((1, 3, 3, 4))
+    ours = layers.SubpixelConvTranspose(5, 4, 2).init(jax.random.key(7), x)
+    theirs = _flax_conv_transpose(
+        5, 4, 2, use_bias=True, dtype=jnp.float32, param_dtype=jnp.float32, name=None
+    ).init(jax.random.key(7), x)
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+
+
+def test_subpixel_conv_transpose_computes_in_its_dtype_with_float32_parameters():
+    x = jnp.ones((2, 3, 3, 4))
+    module = layers.SubpixelConvTranspose(5, 4, 2, dtype=jnp.bfloat16)
+    out, variables = module.init_with_output(jax.random.key(0), x)
+    assert out.dtype == jnp.bfloat16
+    assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, input_shape, message",
+    [
+        (1, 2, (1, 4, 4, 3), "1 <= stride <= kernel_size"),
+        (3, 0, (1, 4, 4, 3), "1 <= stride <= kernel_size"),
+        (4, 2, (4, 4, 3), r"\(N, H, W, C\) input"),
+    ],
+)
+def test_subpixel_conv_transpose_rejects_what_it_cannot_compute(kernel, stride, input_shape, message):
+    with pytest.raises(ValueError, match=message):
+        layers.SubpixelConvTranspose(4, kernel, stride).init(jax.random.key(0), jnp.ones(input_shape))
+
+
+def test_conv_norm_act_rejects_a_dilated_transposed_convolution():
+    block = ConvNormAct(4, 4, stride=2, dilation=2, transpose=True)
+    with pytest.raises(ValueError, match="transposed convolution cannot be dilated"):
+        block.init(jax.random.key(0), jnp.ones((1, 4, 4, 3)), train=False)
+
+
+def _model_case(name):
+    image16, mask16 = _image_and_mask(shape=(2, 16, 16))
+    if name == "glcic":
+        return glcic.CompletionNetwork(width_multiplier=0.125), image16, mask16, 2
+    if name == "context_encoder":
+        image, mask = _image_and_mask(shape=(2, 128, 128))
+        return context_encoder.ContextEncoder(width_multiplier=0.0625), image, mask, 4
+    generator = pggan.make_generator(
+        "PGGAN-DRes", upsampling="transposed", num_blocks=1, width_multiplier=0.125
+    )
+    return generator, image16, mask16, 2
+
+
+@pytest.mark.parametrize("name", ["glcic", "context_encoder", "pggan_transposed"])
+def test_models_with_transposed_convolutions_keep_their_checkpoint_layout_and_outputs(name, monkeypatch):
+    model, image, mask, transposed_layers = _model_case(name)
+    ours = model.init(jax.random.key(3), image, mask, train=False)
+    ours_out = model.apply(ours, image, mask, train=False)
+    calls = []
+
+    def flax_conv_transpose(*args, **kwargs):
+        calls.append((args, kwargs))
+        return _flax_conv_transpose(*args, **kwargs)
+
+    monkeypatch.setattr(layers, "SubpixelConvTranspose", flax_conv_transpose)
+    theirs = model.init(jax.random.key(3), image, mask, train=False)
+    assert len(calls) == transposed_layers
+    theirs_out = model.apply(theirs, image, mask, train=False)
+    # Same names, shapes and (same-seed) initial values: checkpoints of either load in the other.
+    assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+    jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+    np.testing.assert_allclose(ours_out, theirs_out, rtol=1e-5, atol=1e-5)

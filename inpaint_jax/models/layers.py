@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen import dtypes
 
 # Per-channel RGB mean of ImageNet, in [0, 1]. The default hole filling for
 # completion networks: close to the mean of Places2 / Paris StreetView photos,
@@ -156,15 +157,108 @@ def scaled_width(features: int, width_multiplier: float) -> int:
     return max(1, round(features * width_multiplier))
 
 
+def _transposed_same_phase(kernel_size: int, stride: int, phase: int) -> tuple[int, int, int]:
+    """(first kernel tap, padding before, padding after) of one sub-pixel phase, along one axis.
+
+    nn.ConvTranspose with padding "SAME" (lax.conv_transpose) is a stride-1
+    correlation of the input dilated by `stride` and padded by
+    pad = ceil((kernel_size + stride - 2) / 2) before (kernel_size - 1 when
+    stride > kernel_size - 1): output o = stride * q + phase sums
+    x[(o + t - pad) / stride] * k[t] over the taps t that make the index whole,
+    t = first, first + stride, ... with first = (pad - phase) mod stride. That
+    is a stride-1 correlation of the undilated input with k[first::stride],
+    shifted so that output q starts at input q - (pad - phase - first) / stride.
+    """
+    total = kernel_size + stride - 2
+    pad = kernel_size - 1 if stride > kernel_size - 1 else -(-total // 2)
+    first = (pad - phase) % stride
+    taps = -(-(kernel_size - first) // stride)
+    before = (pad - phase - first) // stride
+    return first, before, taps - 1 - before
+
+
+class SubpixelConvTranspose(nn.Module):
+    """nn.ConvTranspose(padding="SAME") computed as stride**2 stride-1 convolutions.
+
+    Output pixel (stride * i + a, stride * j + b) depends only on the kernel
+    taps k[a'::stride, b'::stride] of its phase (a, b); each phase is one
+    ordinary convolution of the input, and the phases are interleaved
+    (depth-to-space) into the (N, stride * H, stride * W, features) result.
+    The output and every gradient equal nn.ConvTranspose's up to float
+    rounding, and the parameters are the same ("kernel" (k, k, in, features),
+    "bias" (features,), same initialisers), so either module loads the
+    other's weights. Why: XLA:CPU lowers the dilated convolution of
+    nn.ConvTranspose, and above all its kernel gradient, to a slow generic
+    loop (7-8 s for one GLCIC up-sampling layer's gradient at 256 px, batch
+    2, against 0.35 s this way). Needs kernel_size >= stride, so that every
+    phase has at least one tap.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int
+    use_bias: bool = True
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        """x (N, H, W, C) -> (N, stride * H, stride * W, features)."""
+        size, stride = self.kernel_size, self.stride
+        if stride < 1 or size < stride:
+            raise ValueError(
+                f"SubpixelConvTranspose needs 1 <= stride <= kernel_size, got kernel_size={size}, "
+                f"stride={stride}: with a kernel smaller than the stride some output pixels "
+                f"would see no kernel tap."
+            )
+        if x.ndim != 4:
+            raise ValueError(
+                f"SubpixelConvTranspose expects an (N, H, W, C) input, got shape {x.shape}."
+            )
+        kernel = self.param(
+            "kernel",
+            nn.initializers.lecun_normal(),
+            (size, size, x.shape[-1], self.features),
+            self.param_dtype,
+        )
+        bias = (
+            self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
+        x, kernel, bias = dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        phases = [_transposed_same_phase(size, stride, phase) for phase in range(stride)]
+        rows = []
+        for first_h, *pad_h in phases:
+            row = [
+                jax.lax.conv_general_dilated(
+                    x,
+                    kernel[first_h::stride, first_w::stride],
+                    window_strides=(1, 1),
+                    padding=(tuple(pad_h), tuple(pad_w)),
+                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                )
+                for first_w, *pad_w in phases
+            ]
+            rows.append(jnp.stack(row, axis=3))  # (N, H, W, phase_w, C)
+        y = jnp.stack(rows, axis=2)  # (N, H, phase_h, W, phase_w, C)
+        batch, height, _, width, _, channels = y.shape
+        y = y.reshape(batch, height * stride, width * stride, channels)
+        if bias is not None:
+            y = y + bias
+        return y
+
+
 class ConvNormAct(nn.Module):
     """Convolution (or transposed convolution), then normalisation, then activation.
 
     Padding follows Torch: a convolution pads `dilation * (kernel - 1) // 2`
     pixels on every side, so with an odd kernel it divides H and W by its
     stride, rounding up, and output pixel i is centred on input pixel
-    stride * i. A transposed convolution
-    multiplies H and W by its stride (for kernel 4, stride 2 this matches
-    Torch's ConvTranspose2d with padding=1, kernel flipped). The convolution
+    stride * i. A transposed convolution (`SubpixelConvTranspose`, i.e.
+    nn.ConvTranspose "SAME"; kernel >= stride, no dilation) multiplies H and
+    W by its stride (for kernel 4, stride 2 this matches Torch's
+    ConvTranspose2d with padding=1, kernel flipped). The convolution
     has a bias only when `normalize` is False: the normalisation's shift makes
     a bias redundant. `normalization` is "batch" (BatchNorm, momentum 0.9 --
     Torch's 0.1 --, statistics in the 'batch_stats' collection) or "instance"
@@ -191,22 +285,34 @@ class ConvNormAct(nn.Module):
                 f"ConvNormAct.normalization must be one of {NORMALIZATIONS}, "
                 f"got {self.normalization!r}."
             )
+        if self.transpose and self.dilation != 1:
+            raise ValueError(
+                f"ConvNormAct: a transposed convolution cannot be dilated, got "
+                f"dilation={self.dilation}."
+            )
         if self.transpose:
-            conv_type, padding = nn.ConvTranspose, "SAME"
+            x = SubpixelConvTranspose(
+                self.features,
+                self.kernel_size,
+                self.stride,
+                use_bias=not self.normalize,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="conv",
+            )(x)
         else:
             pad = self.dilation * (self.kernel_size - 1) // 2
-            conv_type, padding = nn.Conv, ((pad, pad), (pad, pad))
-        x = conv_type(
-            self.features,
-            (self.kernel_size, self.kernel_size),
-            strides=(self.stride, self.stride),
-            kernel_dilation=(self.dilation, self.dilation),
-            padding=padding,
-            use_bias=not self.normalize,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="conv",
-        )(x)
+            x = nn.Conv(
+                self.features,
+                (self.kernel_size, self.kernel_size),
+                strides=(self.stride, self.stride),
+                kernel_dilation=(self.dilation, self.dilation),
+                padding=((pad, pad), (pad, pad)),
+                use_bias=not self.normalize,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="conv",
+            )(x)
         if self.normalize and self.normalization == "instance":
             x = nn.InstanceNorm(
                 epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype, name="norm"
