@@ -9,6 +9,7 @@ def base_config(trainer: str) -> ml_collections.ConfigDict:
     config.trainer = trainer  # module of inpaint_jax.trainers that runs this recipe.
     config.seed = 0  # seeds parameter init, data order, masks and GAN noise.
     config.rng_impl = "rbg"  # JAX PRNG: rbg compiles ~3x faster than threefry2x32 on CPU.
+    config.compute_dtype = "auto"  # auto (bfloat16 on GPU/TPU, float32 on CPU), float32, bfloat16.
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "sample_photos"  # a dataset of inpaint_jax.data.sources.DATASETS.

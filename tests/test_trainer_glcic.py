@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from helpers import recipe_steps, tiny_config
+from helpers import override, recipe_steps, tiny_config
 
 from configs import glcic as glcic_config
 from inpaint_jax import checkpointing, losses, parallel
@@ -109,6 +109,14 @@ def setup(photo_dir, tmp_path_factory):
 
 def tree_equal(a, b):
     return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b)))
+
+
+# The GANSteps method of each phase.
+PHASE_STEPS = {
+    "completion": "reconstruction_step",
+    "discriminator": "discriminator_step",
+    "joint": "joint_step",
+}
 
 
 def test_phase_schedule_switches_at_configured_steps():
@@ -220,11 +228,7 @@ def test_one_device_and_eight_devices_agree(setup, phase):
     for devices in (jax.devices()[:1], jax.devices()[:8]):
         mesh = parallel.create_mesh(devices)
         state, steps = recipe_steps(trainer, config, mesh)
-        fn = {
-            "completion": steps.reconstruction_step,
-            "discriminator": steps.discriminator_step,
-            "joint": steps.joint_step,
-        }[phase]
+        fn = getattr(steps, PHASE_STEPS[phase])
         batch = parallel.make_global_batch(local_batch, mesh)
         assert batch["image"].sharding.num_devices == len(devices)
         results.append(jax.device_get(jax.jit(fn)(state, batch)))
@@ -235,6 +239,68 @@ def test_one_device_and_eight_devices_agree(setup, phase):
         if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
             a, b = jax.random.key_data(a), jax.random.key_data(b)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def bfloat16_setup(setup):
+    """(initial state, phase steps) of the tiny config with compute_dtype="bfloat16"."""
+    config, mesh, _, _, _ = setup
+    config = override(config.copy_and_resolve_references(), {"compute_dtype": "bfloat16"})
+    return recipe_steps(trainer, config, mesh)
+
+
+def float_leaves(tree):
+    """The floating-point leaves of `tree` (not the step counter, not the RNG key)."""
+    return [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+
+
+def update_cosine(before, after_a, after_b):
+    """Cosine between the parameter changes before -> after_a and before -> after_b."""
+    def change(after):
+        return np.concatenate(
+            [np.ravel(a - b) for a, b in zip(float_leaves(after), float_leaves(before))]
+        )
+
+    delta_a, delta_b = change(after_a), change(after_b)
+    return delta_a @ delta_b / (np.linalg.norm(delta_a) * np.linalg.norm(delta_b))
+
+
+def test_bfloat16_models_keep_float32_parameters_and_optimizer_state(setup, bfloat16_setup):
+    _, _, state, _, _ = setup
+    bf16_state, bf16_steps = bfloat16_setup
+    assert bf16_steps.generator.dtype == bf16_steps.discriminator.dtype == jnp.bfloat16
+    assert {leaf.dtype for leaf in float_leaves(bf16_state)} == {jnp.dtype(jnp.float32)}
+    # The same parameters as the float32 recipe's: checkpoints move between the two.
+    assert tree_equal(bf16_state.g_params, state.g_params)
+    assert tree_equal(bf16_state.d_params, state.d_params)
+
+
+@pytest.mark.parametrize("phase", trainer.PHASES)
+def test_bfloat16_step_stays_finite_and_close_to_the_float32_step(setup, bfloat16_setup, phase):
+    config, mesh, state, steps, local_batch = setup
+    _, bf16_steps = bfloat16_setup
+    batch = parallel.make_global_batch(local_batch, mesh)
+    want, want_metrics = jax.jit(getattr(steps, PHASE_STEPS[phase]))(state, batch)
+    got, got_metrics = jax.jit(getattr(bf16_steps, PHASE_STEPS[phase]))(state, batch)
+
+    assert set(got_metrics) == set(want_metrics)
+    for name, value in got_metrics.items():
+        assert value.dtype == jnp.float32 and np.isfinite(float(value)), name  # float32 losses
+        if name.endswith(("loss", "reconstruction", "adversarial")):
+            np.testing.assert_allclose(value, want_metrics[name], rtol=3e-2, err_msg=name)
+        elif name.endswith("grad_norm"):
+            np.testing.assert_allclose(value, want_metrics[name], rtol=0.2, err_msg=name)
+    leaves = float_leaves(got)
+    assert {leaf.dtype for leaf in leaves} == {jnp.dtype(jnp.float32)}
+    assert all(np.isfinite(leaf).all() for leaf in leaves)
+    for got_stats, want_stats in zip(float_leaves(got.batch_stats), float_leaves(want.batch_stats)):
+        np.testing.assert_allclose(got_stats, want_stats, rtol=1e-2, atol=2e-3)
+    trained = {"completion": ["g"], "discriminator": ["d"], "joint": ["g", "d"]}[phase]
+    for prefix in trained:
+        params = f"{prefix}_params"
+        before, f32, bf16 = (getattr(s, params) for s in (state, want, got))
+        assert not tree_equal(bf16, f32)  # bfloat16 arithmetic really happened,
+        assert update_cosine(before, f32, bf16) > 0.8, params  # yet the update points the same way.
 
 
 def test_global_batch_not_divisible_by_devices_is_rejected(photo_dir, tmp_path):

@@ -65,6 +65,32 @@ class GANTrainState:
         )
 
 
+# Values of config.compute_dtype: "auto" is bfloat16 on GPU and TPU, float32 on CPU.
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def resolve_compute_dtype(
+    config: ml_collections.ConfigDict, backend: str | None = None
+) -> jnp.dtype:
+    """The dtype the models compute in, from `config.compute_dtype` (see COMPUTE_DTYPES).
+
+    "auto" means bfloat16 on GPU and TPU and float32 on CPU, for `backend`
+    (default: `jax.default_backend()`, i.e. where this process runs); a
+    config without the field (checkpoints saved before it existed) means
+    "auto". Parameters, optimizer state and losses stay float32 whatever this
+    returns. Raises ValueError for any other value.
+    """
+    name = config.get("compute_dtype", "auto")
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(
+            f"config.compute_dtype must be one of {', '.join(map(repr, COMPUTE_DTYPES))}, "
+            f"got {name!r}."
+        )
+    if name == "auto":
+        name = "float32" if (backend or jax.default_backend()) == "cpu" else "bfloat16"
+    return jnp.dtype(name)
+
+
 def create_generator_state(
     config: ml_collections.ConfigDict,
     generator: flax.linen.Module,

@@ -91,16 +91,23 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def build_models(
     config: ml_collections.ConfigDict,
 ) -> tuple[ce.ContextEncoder, ce.ContextEncoderDiscriminator]:
-    """The Context Encoder (or NPS content network) of `config.model` and its discriminator."""
+    """The Context Encoder (or NPS content network) of `config.model` and its discriminator.
+
+    Both compute in `common.resolve_compute_dtype(config)`, with float32 parameters.
+    """
     model = config.model
+    dtype = common.resolve_compute_dtype(config)
     generator = ce.ContextEncoder(
         bottleneck=model.bottleneck,
         encoder_activation=model.encoder_activation,
         decoder_activation=model.decoder_activation,
         fill_value=tuple(model.fill_value),
         width_multiplier=model.width_multiplier,
+        dtype=dtype,
     )
-    discriminator = ce.ContextEncoderDiscriminator(width_multiplier=model.width_multiplier)
+    discriminator = ce.ContextEncoderDiscriminator(
+        width_multiplier=model.width_multiplier, dtype=dtype
+    )
     return generator, discriminator
 
 

@@ -167,7 +167,10 @@ def _scaled_updates(tx: optax.GradientTransformation, factor) -> optax.GradientT
 
 
 def build_models(config: ml_collections.ConfigDict) -> tuple[dfnet.DFNet, None]:
-    """The DFNet of `config.model`, and no discriminator."""
+    """The DFNet of `config.model`, and no discriminator.
+
+    It computes in `common.resolve_compute_dtype(config)`, with float32 parameters.
+    """
     model = config.model
     generator = dfnet.DFNet(
         encoder_kernels=tuple(model.encoder_kernels),
@@ -175,6 +178,7 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[dfnet.DFNet, None]:
         alpha_channels=model.alpha_channels,
         fill_value=tuple(model.fill_value),
         width_multiplier=model.width_multiplier,
+        dtype=common.resolve_compute_dtype(config),
     )
     return generator, None
 

@@ -41,11 +41,19 @@ def phase_for_step(step: int, config: ml_collections.ConfigDict) -> str:
 def build_models(
     config: ml_collections.ConfigDict,
 ) -> tuple[glcic.CompletionNetwork, glcic.ContextDiscriminator]:
-    """The completion network and the context discriminator of `config.model`."""
+    """The completion network and the context discriminator of `config.model`.
+
+    Both compute in `common.resolve_compute_dtype(config)`, with float32 parameters.
+    """
+    dtype = common.resolve_compute_dtype(config)
     generator = glcic.CompletionNetwork(
-        fill_value=tuple(config.model.fill_value), width_multiplier=config.model.width_multiplier
+        fill_value=tuple(config.model.fill_value),
+        width_multiplier=config.model.width_multiplier,
+        dtype=dtype,
     )
-    discriminator = glcic.ContextDiscriminator(width_multiplier=config.model.width_multiplier)
+    discriminator = glcic.ContextDiscriminator(
+        width_multiplier=config.model.width_multiplier, dtype=dtype
+    )
     return generator, discriminator
 
 

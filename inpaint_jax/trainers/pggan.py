@@ -34,13 +34,17 @@ DISCRIMINATORS = {
 def build_models(
     config: ml_collections.ConfigDict,
 ) -> tuple[pggan.PGGANGenerator, pggan.PGGANDiscriminator]:
-    """The generator preset and the discriminator variant of `config.model`."""
+    """The generator preset and the discriminator variant of `config.model`.
+
+    Both compute in `common.resolve_compute_dtype(config)`, with float32 parameters.
+    """
     model = config.model
     if model.discriminator not in DISCRIMINATORS:
         raise ValueError(
             f"Unknown config.model.discriminator {model.discriminator!r}; choose one of "
             f"{', '.join(DISCRIMINATORS)}."
         )
+    dtype = common.resolve_compute_dtype(config)
     generator = pggan.make_generator(
         model.preset,
         num_blocks=model.num_blocks,
@@ -49,9 +53,10 @@ def build_models(
         norm=model.norm,
         fill_value=tuple(model.fill_value),
         width_multiplier=model.width_multiplier,
+        dtype=dtype,
     )
     discriminator = DISCRIMINATORS[model.discriminator](
-        norm=model.norm, width_multiplier=model.width_multiplier
+        norm=model.norm, width_multiplier=model.width_multiplier, dtype=dtype
     )
     return generator, discriminator
 
