@@ -10,10 +10,11 @@ import pytest
 from jax.extend import core as jax_core
 
 from inpaint_jax import inference
+from inpaint_jax.models import refinement
 from inpaint_jax.trainers import common
 
 # Recipes whose build_models reads config.compute_dtype.
-RECIPES = ("glcic", "pggan", "context_encoder", "dfnet")
+RECIPES = ("glcic", "pggan", "context_encoder", "dfnet", "two_stage")
 
 
 def _config(recipe, compute_dtype=None):
@@ -84,6 +85,8 @@ def _convolution_input_dtypes(jaxpr) -> set:
 def _model_inputs(recipe, config):
     """(generator inputs, discriminator inputs or None) as zeros of the recipe's sizes."""
     size = config.data.crop_size
+    if recipe == "two_stage":  # the refinement network's 20-channel input, no discriminator.
+        return (jnp.zeros((1, size, size, refinement.INPUT_CHANNELS)),), None
     image, mask = jnp.zeros((1, size, size, 3)), jnp.zeros((1, size, size, 1))
     local = config.mask.local_size
     discriminator = {

@@ -45,10 +45,14 @@ class TwoStageConfigError(ValueError):
 
 
 def build_models(config: ml_collections.ConfigDict) -> tuple[refinement.RefinementNetwork, None]:
-    """The refinement network of `config.model`, and no discriminator."""
+    """The refinement network of `config.model`, and no discriminator.
+
+    It computes in `common.resolve_compute_dtype(config)`, with float32 parameters.
+    """
     generator = refinement.RefinementNetwork(
         encoder_kernels=tuple(config.model.encoder_kernels),
         width_multiplier=config.model.width_multiplier,
+        dtype=common.resolve_compute_dtype(config),
     )
     return generator, None
 
