@@ -24,6 +24,15 @@ its down-sampling factor:
   back has the same bytes outside the holes.
 * With `max_size`, larger images are run at a reduced size and only the
   prediction is scaled back up; see `inpaint`.
+
+Fixed-size generators (an `input_size` attribute: the Context Encoder and the
+NPS content network take 128x128 images and predict their 64x64 centre) see a
+square window around the bounding box of all holes instead, as in training:
+the box fills at most the window's central half, the window is mirror-padded
+where it leaves the image and scaled to the input size (area averaging; a
+scaled mask pixel is a hole if it overlaps a hole at all), and the predicted
+central half is scaled back (bicubic, clipped) over the window's central half
+(`windows.py`). Any image size and any holes: one compiled network.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from inpaint_jax import checkpointing, image_io, parallel
+from inpaint_jax import checkpointing, image_io, parallel, windows
 from inpaint_jax import postprocess as postprocessing
 from inpaint_jax.models import glcic, layers
 
@@ -108,15 +117,25 @@ class InpaintingModel:
       config: the config the checkpoint was trained with.
       step: the training step of the checkpoint.
       size_multiple: the generator's input sides must be multiples of this
-        (handled here by padding).
+        (handled here by padding); a fixed-size generator's input size.
+      input_size: the side of a fixed-size generator's square input, whose
+        central half it predicts (the Context Encoder's 128); None for a
+        fully convolutional generator.
     """
 
     def __init__(self, name: str, config: ml_collections.ConfigDict, step: int,
-                 size_multiple: int, generator, variables):
+                 size_multiple: int, generator, variables, *, input_size: int | None = None):
         self.name = name
         self.config = config
         self.step = step
+        if input_size is not None and input_size % windows.SIDE_MULTIPLE:
+            raise ModelLoadError(
+                f"the fixed-size {name} generator takes {input_size}x{input_size} inputs; "
+                f"inference needs a multiple of {windows.SIDE_MULTIPLE} to place the holes in "
+                "its central half"
+            )
         self.size_multiple = size_multiple
+        self.input_size = input_size
         self._generator = generator
         self._variables = variables
         self._compiled_shapes: list[tuple[int, int]] = []
@@ -127,25 +146,38 @@ class InpaintingModel:
         """The padded (height, width) shapes the network was compiled for, in order."""
         return tuple(self._compiled_shapes)
 
-    def _traced_predict(self, variables, image, mask):
-        self._compiled_shapes.append(tuple(image.shape[1:3]))  # runs once per trace
-        return self._generator.apply(variables, image, mask, train=False)
+    def _traced_predict(self, variables, *inputs):
+        self._compiled_shapes.append(tuple(inputs[0].shape[1:3]))  # runs once per trace
+        return self._generator.apply(variables, *inputs, train=False)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The raw network prediction (H, W, 3) float32 for every pixel, not composited.
 
         `image` is float (H, W, 3) in [0, 1], `mask` (H, W, 1) or (H, W) with
         1 = hole, of the same size (validated like `image_io.validate_mask`).
+        A fixed-size generator predicts the central half of a window around
+        the holes, which holds them all; elsewhere the prediction is `image`.
         """
         image = check_image(image)
         height, width = image.shape[:2]
         mask = image_io.validate_mask(mask, "mask", expected_shape=(height, width))
+        if self.input_size is not None:
+            return self._predict_window(image, mask)
+        return self.predict(image, mask)
+
+    def predict(self, *inputs: np.ndarray) -> np.ndarray:
+        """The network's (H, W, 3) float32 output for unbatched (H, W, C) float32 `inputs`.
+
+        The generator's positional inputs (image and mask for completion
+        networks, the 20-channel input for the two-stage refinement network),
+        all of one height and width, not validated here. They are padded to
+        the bucket size by mirror reflection and the output is cropped back.
+        """
+        height, width = inputs[0].shape[:2]
         target_height, target_width = padded_shape(height, width, self.size_multiple)
         padding = ((0, target_height - height), (0, target_width - width), (0, 0))
         prediction = self._predict(
-            self._variables,
-            np.pad(image, padding, mode="reflect")[None],
-            np.pad(mask, padding, mode="reflect")[None],
+            self._variables, *(np.pad(x, padding, mode="reflect")[None] for x in inputs)
         )
         prediction = np.asarray(prediction[0, :height, :width], dtype=np.float32)
         if not np.all(np.isfinite(prediction)):
@@ -155,8 +187,38 @@ class InpaintingModel:
             )
         return prediction
 
+    def _predict_window(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """A fixed-size generator's prediction around the holes, pasted on a copy of `image`."""
+        hole = mask[..., 0] > 0
+        if not hole.any():
+            return image.copy()
+        shape = (self.input_size, self.input_size)
+        window = windows.hole_window(hole, self.input_size)
+        small_hole = windows.resize_hole(windows.crop(hole, window), shape)
+        prediction = self.predict(windows.resize_image(windows.crop(image, window), shape),
+                                  small_hole[..., None].astype(np.float32))
+        # Every real hole pixel is in the central half; scale back only that.
+        centre = windows.central_half(window)
+        predicted = windows.crop(prediction, windows.central_half(windows.Window(0, 0, shape[0])))
+        filled = windows.resize_image(predicted, (centre.side, centre.side),
+                                      upsample=cv2.INTER_CUBIC)
+        return windows.paste(image, centre, filled)
 
-def load_model(path) -> InpaintingModel:
+
+def load_model(path):
+    """Loads a checkpoint as an (image, mask) -> prediction model on the first local device.
+
+    For most recipes this is `load_network(path)`. A recipe whose network
+    needs more around it (the two-stage refinement network needs its coarse
+    model) defines `inference_model(network) -> model` in its trainer module,
+    and gets that. Raises what `load_network` raises.
+    """
+    network = load_network(path)
+    wrap = getattr(_trainer_module(network.name, f"{path}"), "inference_model", None)
+    return network if wrap is None else wrap(network)
+
+
+def load_network(path) -> InpaintingModel:
     """Loads the generator of a checkpoint for inference on the first local device.
 
     `path` is a training workdir (its newest checkpoint is used), its
@@ -180,8 +242,10 @@ def load_model(path) -> InpaintingModel:
         where = f"the checkpoint for step {step} in {directory}"
         name, config, generator, variables = _restore_generator(checkpointer, step, where)
     logger.info("Loaded the %s model of step %d from %s.", name, step, directory)
-    return InpaintingModel(name, config, step, _size_multiple(name, generator), generator,
-                           variables)
+    input_size = getattr(generator, "input_size", None)
+    size_multiple = input_size or _size_multiple(name, generator)
+    return InpaintingModel(name, config, step, size_multiple, generator, variables,
+                           input_size=input_size)
 
 
 def _restore_generator(checkpointer: checkpointing.Checkpointer, step: int, where: str):
@@ -330,16 +394,14 @@ def _predict_downscaled(model, image: np.ndarray, mask: np.ndarray, max_size: in
     """The filled image at `image`'s size, computed with the longer side scaled to `max_size`."""
     height, width = image.shape[:2]
     scale = max_size / max(height, width)
-    small_size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2: (w, h)
-    small_image = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
-    # Area averaging leaves exactly 0 where no hole pixel contributes.
-    small_mask = (cv2.resize(mask[..., 0], small_size, interpolation=cv2.INTER_AREA) > 0)
+    small_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    small_image = windows.resize_image(image, small_shape)
+    small_mask = windows.resize_hole(mask[..., 0] > 0, small_shape)
     if small_mask.all():
         raise image_io.MaskError(
-            f"scaled down to {small_size[1]}x{small_size[0]} for max_size={max_size}, every "
+            f"scaled down to {small_shape[0]}x{small_shape[1]} for max_size={max_size}, every "
             "pixel touches a hole; pass a larger max_size, or none"
         )
     small_mask = small_mask.astype(np.float32)[..., None]
     small_completed = layers.composite(small_image, model(small_image, small_mask), small_mask)
-    completed = cv2.resize(small_completed, (width, height), interpolation=cv2.INTER_CUBIC)
-    return np.clip(completed, 0, 1)
+    return windows.resize_image(small_completed, (height, width), upsample=cv2.INTER_CUBIC)

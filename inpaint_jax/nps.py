@@ -13,8 +13,9 @@ What happens to one image (the paper's 512x512 image with a 256x256 hole is
 the running example):
 
 * Working window. One bounding box covers every hole. A square window
-  centred on it, with twice the box's longer side (and at least
-  `NPSSettings.min_size` pixels), is cropped; where it leaves the image it is
+  centred on it, with twice the box's longer side (at least
+  `NPSSettings.min_size` pixels, rounded up to a multiple of 4:
+  `windows.hole_window`), is cropped; where it leaves the image it is
   padded by mirror reflection, holes included (the paper centres the hole and
   pads). The hole's box thus fills at most the central half of the window, the
   region a Context Encoder-style content network predicts. Scattered holes
@@ -27,7 +28,9 @@ the running example):
   each level the known pixels are the window scaled down (area averaging)
   and the hole is every pixel that overlaps a hole at all.
 * Content. The content network sees the window scaled to `content_size`
-  (128) with the scaled mask; its prediction, scaled to the coarsest level,
+  (128) with the scaled mask (a fixed-size content network, such as the NPS
+  content net loaded by `inference.load_model`, then predicts the central
+  half, where the hole is); its prediction, scaled to the coarsest level,
   initialises the hole there and is the content target. At each finer level
   the previous level's result, scaled up (bilinear), is both the
   initialisation and the content target, as in the paper.
@@ -90,7 +93,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from inpaint_jax import image_io, inference, losses
+from inpaint_jax import image_io, inference, losses, windows
 from inpaint_jax.models import layers, vgg
 
 logger = logging.getLogger(__name__)
@@ -176,73 +179,10 @@ class NPSSettings:
 # --------------------------------------------------------------------------- geometry
 
 
-class Window(NamedTuple):
-    """A square region of an image: rows top..top+side, columns left..left+side.
-
-    It may reach outside the image, where `crop` pads by mirror reflection.
-    """
-
-    top: int
-    left: int
-    side: int
-
-
-def hole_window(hole: np.ndarray, min_size: int) -> Window:
-    """The working window for a boolean (H, W) hole map with at least one hole pixel.
-
-    The square is centred on the bounding box of all holes and has twice its
-    longer side, at least `min_size`.
-    """
-    rows, columns = np.nonzero(hole.any(axis=1))[0], np.nonzero(hole.any(axis=0))[0]
-    top, bottom, left, right = rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
-    side = max(2 * max(bottom - top, right - left), min_size)
-    return Window(int((top + bottom - side) // 2), int((left + right - side) // 2), int(side))
-
-
-def crop(array: np.ndarray, window: Window) -> np.ndarray:
-    """The `window` of an (H, W, ...) array, mirror-padded where it leaves the array."""
-    height, width = array.shape[:2]
-    top, left, side = window
-    padding = [(max(0, -top), max(0, top + side - height)),
-               (max(0, -left), max(0, left + side - width))]
-    padded = np.pad(array, padding + [(0, 0)] * (array.ndim - 2), mode="symmetric")
-    top, left = top + padding[0][0], left + padding[1][0]
-    return padded[top:top + side, left:left + side]
-
-
-def paste(array: np.ndarray, window: Window, values: np.ndarray) -> np.ndarray:
-    """A copy of `array` with the part of `window` inside it taken from `values`."""
-    height, width = array.shape[:2]
-    top, left, side = window
-    rows = slice(max(0, top), min(height, top + side))
-    columns = slice(max(0, left), min(width, left + side))
-    result = array.copy()
-    result[rows, columns] = values[rows.start - top:rows.stop - top,
-                                   columns.start - left:columns.stop - left]
-    return result
-
-
 def pyramid_sizes(side: int, settings: NPSSettings) -> list[int]:
     """Working sides of the pyramid levels for a `side`-pixel window, coarsest first."""
     sizes = [round(side / 2 ** level) for level in reversed(range(settings.num_scales))]
     return [size for size in sizes if size >= settings.min_size] or [side]
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) -> (size, size, 3): area averaging down, bilinear up."""
-    if image.shape[:2] == (size, size):
-        return image
-    shrink = size < image.shape[0]
-    resized = cv2.resize(image, (size, size),
-                         interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return np.clip(resized, 0, 1)
-
-
-def resize_hole(hole: np.ndarray, size: int) -> np.ndarray:
-    """Boolean (H, W) -> (size, size): every pixel that overlaps a hole at all."""
-    if hole.shape == (size, size):
-        return hole
-    return cv2.resize(hole.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) > 0
 
 
 # --------------------------------------------------------------------------- texture term
@@ -452,6 +392,35 @@ class ContentPredictionError(ValueError):
     """The content model returned something other than an image of its input's size."""
 
 
+class LevelReport(NamedTuple):
+    """What one pyramid level of `NeuralPatchSynthesis.synthesise` did.
+
+    `seconds` is the level's wall-clock time, from scaling its inputs to its
+    result on the host (on the first image of a window size, XLA compilation
+    included); `energy` holds plain floats.
+    """
+
+    size: int
+    iterations: int
+    taps: tuple[str, ...]
+    seconds: float
+    energy: Energy
+
+
+class Synthesis(NamedTuple):
+    """`NeuralPatchSynthesis.synthesise`'s result.
+
+    `image` is what calling the model returns; `window` the working window
+    (None when the mask has no hole); `content_seconds` the time of the
+    content model's prediction; `levels` one LevelReport per level, coarsest first.
+    """
+
+    image: np.ndarray
+    window: windows.Window | None
+    content_seconds: float
+    levels: tuple[LevelReport, ...]
+
+
 class NeuralPatchSynthesis:
     """Inpainting by multi-scale neural patch synthesis; callable like an InpaintingModel.
 
@@ -483,45 +452,59 @@ class NeuralPatchSynthesis:
         `image` is float RGB in [0, 1]; `mask` (H, W, 1) or (H, W), 1 = hole,
         validated like `image_io.validate_mask`.
         """
+        return self.synthesise(image, mask).image
+
+    def synthesise(self, image: np.ndarray, mask: np.ndarray) -> Synthesis:
+        """Like calling the model, but also reports the time and energy of each stage."""
         image = inference.check_image(image)
         hole = image_io.validate_mask(mask, "mask", expected_shape=image.shape[:2])[..., 0] > 0
         if not hole.any():
-            return image.copy()
-        window = hole_window(hole, self.settings.min_size)
-        window_image, window_hole = crop(image, window), crop(hole, window)
+            return Synthesis(image.copy(), None, 0.0, ())
+        window = windows.hole_window(hole, self.settings.min_size)
+        window_image, window_hole = windows.crop(image, window), windows.crop(hole, window)
         working_side = min(window.side, self.settings.max_working_size)
         sizes = pyramid_sizes(working_side, self.settings)
         iterations = self.settings.iterations_per_level()[-len(sizes):]
+        start = time.perf_counter()
         result = self._predict_content(window_image, window_hole)
-        for level, (size, steps) in enumerate(zip(sizes, iterations), start=1):
-            known, level_hole = resize_image(window_image, size), resize_hole(window_hole, size)
-            init = layers.composite(known, resize_image(result, size),
+        content_seconds = time.perf_counter() - start
+        levels = []
+        for size, steps in zip(sizes, iterations):
+            start = time.perf_counter()
+            known = windows.resize_image(window_image, (size, size))
+            level_hole = windows.resize_hole(window_hole, (size, size))
+            init = layers.composite(known, windows.resize_image(result, (size, size)),
                                     level_hole[..., None].astype(np.float32))
             problem = build_scale_problem(known, level_hole, init, self.texture_net,
                                           self.settings)
-            start = time.perf_counter()
             outcome = optimise_scale(problem, jnp.asarray(init[None]), self.texture_net,
                                      self.vgg_variables, self.settings.texture_weight,
                                      self.settings.tv_weight, self.settings.learning_rate, steps,
                                      self.settings.chunk_size)
             result = np.asarray(outcome.image[0])
-            energy = outcome.energy
-            logger.info("NPS level %d/%d (%d px, texture layers %s): %d iterations in %.1f s; "
-                        "energy %.4g = content %.4g + texture %.4g x %g + TV %.4g x %g.", level,
-                        len(sizes), size, ", ".join(problem.taps) or "none", steps,
-                        time.perf_counter() - start, energy.total, energy.content,
-                        energy.texture, self.settings.texture_weight, energy.tv,
-                        self.settings.tv_weight)
+            levels.append(LevelReport(size, steps, problem.taps, time.perf_counter() - start,
+                                      Energy(*(float(term) for term in outcome.energy))))
+            self._log_level(len(levels), len(sizes), levels[-1])
         if working_side != window.side:
-            result = np.clip(cv2.resize(result, (window.side, window.side),
-                                        interpolation=cv2.INTER_CUBIC), 0, 1)
-        return paste(image, window, result)
+            result = windows.resize_image(result, (window.side, window.side),
+                                          upsample=cv2.INTER_CUBIC)
+        return Synthesis(windows.paste(image, window, result), window, content_seconds,
+                         tuple(levels))
+
+    def _log_level(self, level: int, count: int, report: LevelReport) -> None:
+        """Logs one level's time and energy terms."""
+        energy = report.energy
+        logger.info("NPS level %d/%d (%d px, texture layers %s): %d iterations in %.1f s; "
+                    "energy %.4g = content %.4g + texture %.4g x %g + TV %.4g x %g.", level,
+                    count, report.size, ", ".join(report.taps) or "none", report.iterations,
+                    report.seconds, energy.total, energy.content, energy.texture,
+                    self.settings.texture_weight, energy.tv, self.settings.tv_weight)
 
     def _predict_content(self, window_image: np.ndarray, window_hole: np.ndarray) -> np.ndarray:
         """The content model's completion of the window, at `content_size`."""
         size = self.settings.content_size
-        small_image = resize_image(window_image, size)
-        small_mask = resize_hole(window_hole, size)[..., None].astype(np.float32)
+        small_image = windows.resize_image(window_image, (size, size))
+        small_mask = windows.resize_hole(window_hole, (size, size))[..., None].astype(np.float32)
         prediction = np.asarray(self.content_model(small_image, small_mask), np.float32)
         if prediction.shape != small_image.shape or not np.all(np.isfinite(prediction)):
             raise ContentPredictionError(

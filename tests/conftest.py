@@ -29,3 +29,30 @@ def glcic_workdir(photo_dir, tmp_path_factory):
     workdir = str(root / "work")
     glcic.train_and_evaluate(tiny_config(photo_dir, str(root / "tfds")), workdir)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def ce_workdir(photo_dir, tmp_path_factory):
+    """Workdir of a tiny Context Encoder (1/8 width, 128 px) trained for 2 steps (checkpoint 2)."""
+    from helpers import tiny_ce_config  # noqa: PLC0415
+
+    from inpaint_jax.trainers import context_encoder  # noqa: PLC0415
+
+    root = tmp_path_factory.mktemp("context_encoder")
+    workdir = str(root / "work")
+    config = tiny_ce_config(photo_dir, str(root / "tfds"), total_steps=2)
+    context_encoder.train_and_evaluate(config, workdir)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def nps_content_workdir(photo_dir, tmp_path_factory):
+    """Workdir of a tiny NPS content network trained for 2 steps by `python -m launch.train`."""
+    from helpers import run_launch_train, tiny_ce_overrides  # noqa: PLC0415
+
+    root = tmp_path_factory.mktemp("nps_content")
+    workdir = root / "work"
+    overrides = {**tiny_ce_overrides(photo_dir, str(root / "tfds")), "total_steps": 2}
+    result = run_launch_train("configs/nps_content.py:runlocal", workdir, overrides)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return str(workdir)

@@ -1,11 +1,16 @@
 """Test helpers shared by several test files: generated photos and tiny configs."""
 
+import importlib
 import os
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
 
 from configs import glcic as glcic_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_photos(folder, count, seed=0):
@@ -39,6 +44,52 @@ def tiny_config(photo_dir, data_dir, **overrides):
     config.eval_every_steps = 3
     config.checkpoint_every_steps = 3
     return override(config, overrides)
+
+
+def tiny_ce_overrides(photo_dir, data_dir):
+    """Dotted overrides that shrink a Context Encoder recipe's runlocal config to seconds.
+
+    Generated photos, 1/8-width networks, a 3-step schedule; the 128 px
+    geometry stays, as the network is fixed-size.
+    """
+    return {
+        "data.name": "image_folder",
+        "data.manual_dir": photo_dir,
+        "data.data_dir": data_dir,
+        "model.width_multiplier": 0.125,
+        "total_steps": 3,
+        "log_every_steps": 1,
+        "eval_every_steps": 3,
+        "checkpoint_every_steps": 2,
+    }
+
+
+def tiny_ce_config(photo_dir, data_dir, recipe="context_encoder", **overrides):
+    """configs/<recipe>.py:runlocal (context_encoder or nps_content) with `tiny_ce_overrides`."""
+    config = importlib.import_module(f"configs.{recipe}").get_config("runlocal")
+    return override(config, {**tiny_ce_overrides(photo_dir, data_dir), **overrides})
+
+
+def run_launch_train(config_file, workdir, overrides):
+    """Runs `python -m launch.train --config=config_file --workdir=workdir --config.k=v ...`.
+
+    One CPU device, as a user's laptop has; returns the CompletedProcess.
+    """
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launch.train",
+            f"--config={config_file}",
+            f"--workdir={workdir}",
+            *(f"--config.{key}={value}" for key, value in overrides.items()),
+        ],
+        cwd=REPO,
+        env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def override(config, overrides):

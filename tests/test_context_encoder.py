@@ -139,6 +139,10 @@ def test_discriminator_gives_one_logit_per_patch():
     assert logits.shape == (3,) and logits.dtype == jnp.float32
 
 
+def test_both_variants_declare_their_fixed_input_size_for_inference():
+    assert ce.ContextEncoder().input_size == ce.ContextEncoder(**NPS_OPTIONS).input_size == 128
+
+
 @pytest.mark.parametrize("size", [64, 256])
 def test_other_image_sizes_are_refused_clearly(size):
     with pytest.raises(InputShapeError, match=r"fixed-size: it takes 128x128 .*got \d+x\d+"):

@@ -13,7 +13,7 @@ import skimage.data
 from PIL import Image
 
 from configs import pggan as pggan_config
-from inpaint_jax import checkpointing, image_io, inference, parallel
+from inpaint_jax import checkpointing, image_io, inference, parallel, windows
 from inpaint_jax.models import glcic
 from inpaint_jax.trainers import common, pggan
 
@@ -255,3 +255,73 @@ def test_paths_without_checkpoints_are_explained(tmp_path):
         inference.load_model(tmp_path / "missing")
     with pytest.raises(checkpointing.CheckpointNotFoundError, match="no complete checkpoint"):
         inference.load_model(tmp_path)
+
+
+class CentreGrey:
+    """A fixed-size stand-in network: paints its input's central half grey; records its inputs."""
+
+    input_size = 16
+
+    def __init__(self):
+        self.inputs = []
+
+    def apply(self, variables, image, mask, *, train):
+        jax.debug.callback(lambda i, m: self.inputs.append((np.asarray(i), np.asarray(m))),
+                           image, mask)
+        return image.at[:, 4:12, 4:12].set(0.25)
+
+
+def test_fixed_size_networks_see_the_window_around_the_holes_at_their_input_size():
+    network = CentreGrey()
+    model = inference.InpaintingModel("stub", None, 0, 16, network, {}, input_size=16)
+    image = photo(50, 70)
+    mask = np.zeros((50, 70, 1), np.float32)
+    mask[20:26, 60:70] = 1  # 6 x 10, touching the right border
+
+    result = inference.inpaint(model, image, mask)
+
+    window = windows.hole_window(mask[..., 0] > 0, 16)
+    assert window == windows.Window(top=13, left=55, side=20)  # reaches 5 px past the border
+    (seen_image, seen_mask), = network.inputs
+    expected = windows.resize_image(windows.crop(image, window), (16, 16))
+    np.testing.assert_array_equal(seen_image[0], expected)
+    seen_hole = seen_mask[0, ..., 0] > 0
+    np.testing.assert_array_equal(
+        seen_hole, windows.resize_hole(windows.crop(mask[..., 0] > 0, window), (16, 16)))
+    assert seen_hole[4:12, 4:12].any() and seen_hole[:, 12:].any()  # the hole and its mirror
+    hole = mask[..., 0] > 0
+    np.testing.assert_array_equal(result[~hole], image[~hole])
+    # The grey centre is scaled back over every hole pixel, border included; nothing else leaks.
+    np.testing.assert_allclose(result[hole], 0.25, atol=1e-6)
+    assert model.compiled_shapes == ((16, 16),)
+
+
+def test_fixed_size_networks_need_an_input_size_divisible_by_four():
+    with pytest.raises(inference.ModelLoadError, match="takes 18x18 inputs.*multiple of 4"):
+        inference.InpaintingModel("stub", None, 0, 18, CentreGrey(), {}, input_size=18)
+
+
+@pytest.fixture(scope="module")
+def context_encoder(ce_workdir):
+    return inference.load_model(ce_workdir)
+
+
+def test_context_encoder_checkpoints_load_as_fixed_size_models(context_encoder):
+    assert (context_encoder.name, context_encoder.step) == ("context_encoder", 2)
+    assert context_encoder.input_size == 128
+
+
+@pytest.mark.parametrize("boxes", [
+    [(30, 120, 62, 170)],  # off-centre
+    [(0, 10, 40, 50), (100, 150, 150, 200)],  # two holes, at the top and bottom-right borders
+    [(70, 80, 74, 86)],  # small: the window is 128 px of the photo at full resolution
+], ids=["off-centre", "at borders", "small"])
+def test_context_encoder_inpaints_any_photo_size(context_encoder, boxes):
+    image = photo(150, 200)
+    mask = np.zeros((150, 200, 1), np.float32)
+    for top, left, bottom, right in boxes:
+        mask[top:bottom, left:right] = 1
+    result = inference.inpaint(context_encoder, image, mask)
+    assert_known_pixels_kept_and_holes_filled(result, image, mask)
+    assert np.isfinite(result).all() and result.min() >= 0 and result.max() <= 1
+    assert context_encoder.compiled_shapes == ((128, 128),)

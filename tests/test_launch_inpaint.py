@@ -206,6 +206,50 @@ def test_nps_method_fills_a_hole(glcic_workdir, random_vgg19, tmp_path):
     assert np.abs(written[hole].astype(int) - pixels[hole]).mean() > 3
 
 
+def write_photo_and_mask(folder: Path, pixels: np.ndarray, hole: np.ndarray) -> None:
+    """folder/photo.png and folder/mask.png (white = hole)."""
+    Image.fromarray(pixels).save(folder / "photo.png")
+    Image.fromarray(hole.astype(np.uint8) * 255).save(folder / "mask.png")
+
+
+def assert_hole_filled(written: np.ndarray, pixels: np.ndarray, hole: np.ndarray) -> None:
+    """Same size, known pixels exact, and the hole neither its old content nor white/fill colour."""
+    assert written.shape == pixels.shape
+    np.testing.assert_array_equal(written[~hole], pixels[~hole])
+    filled = written[hole].astype(int)
+    assert np.abs(filled - pixels[hole]).mean() > 3
+    for flat in ((255, 255, 255), (117, 104, 123)):  # white, the Context Encoder's fill colour
+        assert np.mean(np.abs(filled - flat).max(axis=1) <= 2) < 0.5
+
+
+def test_context_encoder_workdir_inpaints_a_photo(ce_workdir, tmp_path, parsed_flags):
+    pixels = astronaut(90, 140)
+    hole = hole_mask(90, 140, [(20, 90, 50, 140)])  # off-centre, touching the right border
+    write_photo_and_mask(tmp_path, pixels, hole)
+    parsed_flags(f"--workdir={ce_workdir}", f"--image={tmp_path}/photo.png",
+                 f"--mask={tmp_path}/mask.png", f"--output={tmp_path}/result.png")
+
+    inpaint.main(["inpaint"])
+
+    assert_hole_filled(read_rgb(tmp_path / "result.png"), pixels, hole)
+
+
+def test_nps_over_the_nps_content_network_fills_a_photo(nps_content_workdir, random_vgg19,
+                                                        tmp_path, parsed_flags):
+    pixels = astronaut(128, 160)
+    hole = hole_mask(128, 160, [(30, 50, 94, 110)])  # 64 px: a 128 px window, levels 64 and 128
+    write_photo_and_mask(tmp_path, pixels, hole)
+    parsed_flags("--method=nps", f"--content={nps_content_workdir}", f"--vgg={random_vgg19}",
+                 "--nps_iterations=2", f"--image={tmp_path}/photo.png",
+                 f"--mask={tmp_path}/mask.png", f"--output={tmp_path}/result.png")
+
+    inpaint.main(["inpaint"])
+
+    written = read_rgb(tmp_path / "result.png")
+    assert_hole_filled(written, pixels, hole)
+    assert written[hole].std(axis=0).mean() > 1  # the texture term adds structure
+
+
 @pytest.mark.parametrize("arguments, message", [
     ([], "--method=model needs --workdir or --checkpoint"),
     (["--workdir=w", "--vgg=v.npz"], "--vgg cannot be used with --method=model"),

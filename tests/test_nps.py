@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from inpaint_jax import image_io, inference, nps
+from inpaint_jax import image_io, inference, nps, windows
 from inpaint_jax.models import vgg
 
 
@@ -89,34 +89,6 @@ def test_iterations_per_level():
 
 
 # --------------------------------------------------------------------------- geometry
-
-
-def test_window_centres_the_holes_bounding_box_at_twice_its_side():
-    hole = np.zeros((20, 30), bool)
-    hole[2:6, 10:18] = True  # 4 x 8
-    hole[4, 12] = False
-    window = nps.hole_window(hole, min_size=4)
-    assert window == nps.Window(top=-4, left=6, side=16)
-    rows, columns = np.nonzero(nps.crop(hole, window))
-    # The real hole lies in the central half; the rows above the image mirror it.
-    inside = rows >= 4
-    assert (rows[inside].min(), rows[inside].max()) == (6, 9)
-    assert (columns.min(), columns.max()) == (4, 11)
-    tiny = np.zeros((20, 30), bool)
-    tiny[7, 3] = True
-    assert nps.hole_window(tiny, min_size=64) == nps.Window(top=-25, left=-29, side=64)
-
-
-def test_crop_mirrors_outside_the_image_and_paste_puts_it_back():
-    image = np.random.default_rng(0).uniform(size=(9, 7, 3)).astype(np.float32)
-    window = nps.Window(top=-3, left=2, side=12)
-    cropped = nps.crop(image, window)
-    assert cropped.shape == (12, 12, 3)
-    np.testing.assert_array_equal(cropped[3:12, 0:5], image[0:9, 2:7])
-    np.testing.assert_array_equal(cropped[0:3, 0:5], image[2::-1, 2:7])  # mirrored rows
-    np.testing.assert_array_equal(nps.paste(image, window, cropped), image)
-    pasted = nps.paste(np.zeros_like(image), window, np.ones((12, 12, 3), np.float32))
-    assert pasted[:, 2:].all() and not pasted[:, :2].any()
 
 
 @pytest.mark.parametrize("side, expected", [(512, [128, 256, 512]), (300, [75, 150, 300]),
@@ -265,6 +237,13 @@ def test_multi_scale_run_on_a_photo(texture_net):
     np.testing.assert_array_equal(result[~hole], image[~hole])
     filled = result[hole]
     assert np.all(np.isfinite(filled)) and filled.min() >= 0 and filled.max() <= 1
+    synthesis = model.synthesise(image, mask)  # the same, with a report of each level
+    np.testing.assert_array_equal(synthesis.image, model(image, mask))
+    assert synthesis.window == windows.Window(0, 0, 128)
+    assert [(level.size, level.iterations) for level in synthesis.levels] == [
+        (32, 3), (64, 3), (128, 3)]
+    assert all(level.seconds > 0 and np.isfinite(level.energy.total) for level in synthesis.levels)
+    assert synthesis.levels[-1].taps == ("relu3_1", "relu4_1")
     # The content model gave one flat colour; the texture term adds structure.
     model.settings = dataclasses.replace(settings, texture_weight=0.0)
     untextured = inference.inpaint(model, image, mask)[hole]

@@ -1,37 +1,18 @@
 """Context Encoder trainer (also the NPS content net): overlap-weighted L2, loss weights, resume."""
 
-import os
-import subprocess
-import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import override, recipe_steps
+from helpers import recipe_steps, run_launch_train, tiny_ce_config, tiny_ce_overrides
 
 from configs import context_encoder as ce_config
 from configs import nps_content as nps_config
-from inpaint_jax import checkpointing, parallel
+from inpaint_jax import checkpointing, inference, parallel
 from inpaint_jax.models import context_encoder as ce
 from inpaint_jax.trainers import context_encoder as trainer
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(photo_dir, data_dir, **overrides):
-    """runlocal on generated photos with 1/8-width networks and a 3-step schedule."""
-    tiny = {
-        "data.name": "image_folder",
-        "data.manual_dir": photo_dir,
-        "data.data_dir": data_dir,
-        "model.width_multiplier": 0.125,
-        "total_steps": 3,
-        "log_every_steps": 1,
-        "eval_every_steps": 3,
-        "checkpoint_every_steps": 2,
-    }
-    return override(ce_config.get_config("runlocal"), {**tiny, **overrides})
 
 
 def test_paper_defaults():
@@ -77,7 +58,7 @@ def test_overlap_border_error_counts_ten_times_an_interior_error():
 @pytest.fixture(scope="module")
 def setup(photo_dir, tmp_path_factory):
     """Tiny networks with unusual loss weights, their state and a batch of noise images."""
-    config = tiny_config(
+    config = tiny_ce_config(
         photo_dir,
         str(tmp_path_factory.mktemp("tfds")),
         **{"loss.reconstruction_weight": 0.75, "loss.adversarial_weight": 0.25},
@@ -133,43 +114,29 @@ def test_discriminator_judges_only_the_centre_patch(setup):
 def test_configs_that_do_not_fit_the_fixed_geometry_are_refused(
     photo_dir, tmp_path, overrides, message
 ):
-    config = tiny_config(photo_dir, str(tmp_path), **overrides)
+    config = tiny_ce_config(photo_dir, str(tmp_path), **overrides)
     with pytest.raises(ce.ContextEncoderConfigError, match=message):
         trainer.train_and_evaluate(config, str(tmp_path / "work"))
 
 
-def config_value(config, dotted_key):
-    """The value at `dotted_key` (e.g. "data.name") of `config`."""
-    for part in dotted_key.split("."):
-        config = config[part]
-    return config
-
-
 def test_cli_run_with_overrides_then_resume_in_process(photo_dir, tmp_path):
     workdir = tmp_path / "work"
-    config = tiny_config(photo_dir, str(tmp_path / "tfds"), total_steps=2)
-    keys = ["data.name", "data.manual_dir", "data.data_dir", "model.width_multiplier"]
-    keys += ["total_steps", "eval_every_steps", "checkpoint_every_steps"]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "launch.train",
-            "--config=configs/context_encoder.py:runlocal",
-            f"--workdir={workdir}",
-            *(f"--config.{key}={config_value(config, key)}" for key in keys),
-        ],
-        cwd=REPO,
-        env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    overrides = {**tiny_ce_overrides(photo_dir, str(tmp_path / "tfds")), "total_steps": 2}
+    result = run_launch_train("configs/context_encoder.py:runlocal", workdir, overrides)
     assert result.returncode == 0, result.stdout + result.stderr
     checkpoints = checkpointing.Checkpointer(str(workdir / "checkpoints"))
     assert checkpoints.all_steps() == [2]
     assert checkpoints.read_config(2)["model"]["width_multiplier"] == 0.125
 
-    longer = tiny_config(photo_dir, str(tmp_path / "tfds"), total_steps=3)
+    longer = tiny_ce_config(photo_dir, str(tmp_path / "tfds"), total_steps=3)
     assert int(trainer.train_and_evaluate(longer, str(workdir)).step) == 3
     assert checkpointing.Checkpointer(str(workdir / "checkpoints")).all_steps() == [2, 3]
+
+
+def test_nps_content_net_trains_through_launch_train_and_loads(nps_content_workdir):
+    checkpoints = checkpointing.Checkpointer(str(Path(nps_content_workdir) / "checkpoints"))
+    assert checkpoints.all_steps() == [2]
+    model = checkpoints.read_config(2)["model"]
+    assert (model["bottleneck"], model["encoder_activation"]) == ("dense", "elu")
+    loaded = inference.load_model(nps_content_workdir)
+    assert (loaded.name, loaded.step, loaded.input_size) == ("context_encoder", 2, 128)

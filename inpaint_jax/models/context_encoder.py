@@ -5,7 +5,8 @@ the 64x64 centre patch: an encoder of 4x4 stride-2 convolutions down to a
 4x4x512 feature map, a bottleneck that connects every position of that map
 with every other, and a decoder of 4x4 stride-2 transposed convolutions up to
 the 64x64 RGB patch. It is fixed-size by construction: other image sizes or
-hole positions need another network.
+hole positions need another network, or the window that
+`inference.InpaintingModel` crops around the holes (see `input_size`).
 
 Layers (at width multiplier 1), as in the released code's `train.lua`
 (DCGAN-style), which produced the paper's inpainting results:
@@ -191,6 +192,11 @@ class ContextEncoder(nn.Module):
                     f"ContextEncoder.{name} must be one of {choices}, got {getattr(self, name)!r}."
                 )
         super().__post_init__()
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square images the network takes (inference crops a window to it)."""
+        return INPUT_SIZE
 
     @nn.compact
     def __call__(self, image, mask, *, train: bool):
