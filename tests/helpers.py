@@ -8,6 +8,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+from configs import dfnet as dfnet_config
 from configs import glcic as glcic_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,3 +109,25 @@ def recipe_steps(trainer, config, mesh):
     from inpaint_jax.trainers import gan  # noqa: PLC0415  (keeps this module light to import)
 
     return gan.init_recipe(config, mesh, trainer)
+
+
+def tiny_dfnet_config(photo_dir, data_dir, **overrides):
+    """DFNet runlocal shrunk to 16 px crops of `photo_dir`, a 3-level 1/8-width network, 2 outputs."""
+    settings = {
+        "data.name": "image_folder",
+        "data.manual_dir": photo_dir,
+        "data.data_dir": data_dir,
+        "data.crop_size": 16,
+        "data.resize_range": (16, 20),
+        "mask.local_size": 8,
+        "model.encoder_kernels": (7, 5, 3),
+        "model.fusion_levels": (0, 1),
+        "model.width_multiplier": 0.125,
+        "loss.reconstruction_levels": (0, 1),
+        "loss.texture_levels": (0,),
+        "total_steps": 3,
+        "log_every_steps": 1,
+        "eval_every_steps": 3,
+        "checkpoint_every_steps": 3,
+    }
+    return override(dfnet_config.get_config("runlocal"), {**settings, **overrides})

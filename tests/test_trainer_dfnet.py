@@ -8,35 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_dfnet_config as tiny_config
 
 from configs import dfnet as dfnet_config
-from helpers import override
 from inpaint_jax import checkpointing, inference, losses, parallel
 from inpaint_jax.models import dfnet, vgg
 from inpaint_jax.trainers import common
 from inpaint_jax.trainers import dfnet as trainer
-
-
-def tiny_config(photo_dir, data_dir, **overrides):
-    """runlocal shrunk to 16 px crops of `photo_dir`, a 3-level 1/8-width network, 2 outputs."""
-    settings = {
-        "data.name": "image_folder",
-        "data.manual_dir": photo_dir,
-        "data.data_dir": data_dir,
-        "data.crop_size": 16,
-        "data.resize_range": (16, 20),
-        "mask.local_size": 8,
-        "model.encoder_kernels": (7, 5, 3),
-        "model.fusion_levels": (0, 1),
-        "model.width_multiplier": 0.125,
-        "loss.reconstruction_levels": (0, 1),
-        "loss.texture_levels": (0,),
-        "total_steps": 3,
-        "log_every_steps": 1,
-        "eval_every_steps": 3,
-        "checkpoint_every_steps": 3,
-    }
-    return override(dfnet_config.get_config("runlocal"), {**settings, **overrides})
 
 
 @pytest.fixture(scope="module")
