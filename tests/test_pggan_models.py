@@ -351,7 +351,7 @@ def test_interpolated_and_transposed_upsampling():
         with nn.intercept_methods(record):
             outputs[upsampling] = generator.apply(variables, image, mask, train=False)
         names[upsampling] = set(variables["params"])
-        assert (nn.ConvTranspose in module_types) == (upsampling == "transposed")
+        assert (layers.SubpixelConvTranspose in module_types) == (upsampling == "transposed")
         block_output = stage_io["block1"][1]
         if upsampling == "interpolated":
             # Bilinear resize first, then a stride-1 convolution.
