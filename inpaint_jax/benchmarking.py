@@ -1,6 +1,6 @@
 """Speed and memory measurements behind `launch.benchmark`.
 
-Three benchmarks, each returning a JSON-ready report (`write_report`) that
+Four benchmarks, each returning a JSON-ready report (`write_report`) that
 a `format_*_table` function prints:
 
 * `benchmark_inference`: completion latency of a generator per image size,
@@ -10,6 +10,9 @@ a `format_*_table` function prints:
   fixed synthetic batch (data excluded) and with the real input pipeline
   (data included), so a data-bound run is visible.
 * `benchmark_data`: input-pipeline throughput (images/second per process).
+* `benchmark_nps`: seconds per image of multi-scale neural patch synthesis
+  (`nps.py`), per pyramid level and in all, with the time the first image
+  spends compiling (`compile_time`).
 
 How things are measured:
   * A jitted function is lowered and compiled explicitly, and that time is
@@ -51,12 +54,15 @@ from typing import Any, Protocol
 import flax
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import jaxlib
 import ml_collections
 import numpy as np
+import skimage.data
 
-from inpaint_jax import checkpointing, files, parallel
-from inpaint_jax.trainers import common
+from inpaint_jax import checkpointing, files, inference, nps, parallel, windows
+from inpaint_jax.models import vgg
+from inpaint_jax.trainers import common, context_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -763,6 +769,157 @@ def benchmark_data(
     return rows
 
 
+# -------------------------------------------------------------------------- nps
+
+# The NPS paper's figure, printed under the NPS table for reference.
+NPS_REFERENCE = (
+    "NPS paper (Yang et al. 2017), released code: about 30 s per 512 x 512 image with a "
+    "256 x 256 hole on a GPU"
+)
+
+
+def random_vgg19(seed: int = 0) -> tuple[vgg.VGG, Any]:
+    """A full-size VGG-19 with random weights and its variables (the speed is ImageNet's)."""
+    module = vgg.VGG(depth=19)
+    init = jax.jit(module.init, static_argnames="taps")
+    deepest = vgg.relu_tap_names(19)[-1]
+    return module, init(jax.random.key(seed), jnp.zeros((1, 16, 16, 3)), taps=(deepest,))
+
+
+def random_content_model(
+    config: ml_collections.ConfigDict, *, seed: int = 0
+) -> inference.InpaintingModel:
+    """The network of a Context Encoder recipe (e.g. configs/nps_content.py), randomly initialised.
+
+    Wrapped as `inference.load_model` wraps a trained one: a fixed-size model
+    that inpaints any image through a window around its holes.
+    """
+    generator, _ = context_encoder.build_models(config)
+    size = generator.input_size
+    image, mask = inference_inputs(size, size, seed)
+    init = jax.jit(functools.partial(generator.init, train=False))
+    variables = init(jax.random.key(seed), image, mask)
+    return inference.InpaintingModel(
+        config.trainer, config, 0, size, generator, variables, input_size=size
+    )
+
+
+def nps_inputs(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-image's astronaut at size x size, float32 RGB, and a (size, size, 1) mask.
+
+    The hole is the centred square of half the side: the paper's setting at
+    512 px (a 256 x 256 hole).
+    """
+    photo = skimage.data.astronaut().astype(np.float32) / 255
+    _, mask = inference_inputs(size, size)
+    return windows.resize_image(photo, (size, size)), mask[0]
+
+
+# JAX reports the time spans of tracing, lowering and XLA compilation under this prefix.
+_COMPILE_EVENT_PREFIX = "/jax/core/compile/"
+
+
+def _covered_seconds(spans: Sequence[tuple[float, float]]) -> float:
+    """Seconds covered by the union of (start, end) spans: nested spans count once."""
+    covered, reached = 0.0, -float("inf")
+    for start, end in sorted(spans):
+        covered += max(0.0, end - max(start, reached))
+        reached = max(reached, end)
+    return covered
+
+
+@contextlib.contextmanager
+def compile_time() -> Iterator[dict[str, float | None]]:
+    """Measures the wall-clock seconds JAX spends tracing, lowering and compiling in the block.
+
+    From the time spans JAX reports to `jax.monitoring` listeners; a function
+    traced inside another one's trace counts once. The yielded dict's
+    "compile_seconds" is set when the block ends: None if JAX reported no
+    such span (none was compiled, or a JAX version names them otherwise).
+    """
+    spans: list[tuple[float, float]] = []
+
+    def listen(event: str, start: float, end: float, **_) -> None:
+        if event.startswith(_COMPILE_EVENT_PREFIX):
+            spans.append((start, end))
+
+    measured: dict[str, float | None] = {}
+    jax.monitoring.register_event_time_span_listener(listen)
+    try:
+        yield measured
+    finally:
+        jax.monitoring.unregister_event_time_span_listener(listen)
+        measured["compile_seconds"] = _covered_seconds(spans) if spans else None
+
+
+def _timed_synthesis(model: nps.NeuralPatchSynthesis, image, mask) -> tuple[nps.Synthesis, float]:
+    """(model.synthesise(image, mask), its wall-clock seconds)."""
+    start = time.perf_counter()
+    synthesis = model.synthesise(image, mask)
+    return synthesis, time.perf_counter() - start
+
+
+def benchmark_nps(
+    model: nps.NeuralPatchSynthesis, size: int, *, runs: int = 1, warmup: int = 1
+) -> list[dict[str, Any]]:
+    """Seconds per `size` x `size` image (`nps_inputs`) of neural patch synthesis.
+
+    The first call compiles (one function per pyramid level, and the content
+    model) and is the memory probe; its time is reported as
+    `first_call_seconds` per stage and in all, and the part of it spent
+    tracing, lowering and compiling as `compile_seconds` (`compile_time`).
+    After `warmup - 1` more untimed calls, `runs` calls are timed; per stage
+    (content prediction, each level) and in all, `seconds` summarises them.
+    """
+    check_counts(runs=runs, warmup=warmup)
+    if not isinstance(size, int) or size < model.settings.min_size:
+        raise BenchmarkError(
+            f"the NPS image side must be a number of pixels >= the settings' min_size "
+            f"({model.settings.min_size}), got {size!r}."
+        )
+    image, mask = nps_inputs(size)
+    with compile_time() as compiling:
+        (first, first_seconds), memory = _probe(lambda: _timed_synthesis(model, image, mask))
+    for _ in range(warmup - 1):
+        _timed_synthesis(model, image, mask)
+    timed = [_timed_synthesis(model, image, mask) for _ in range(runs)]
+    total = Timing(tuple(seconds for _, seconds in timed))
+    content = Timing(tuple(synthesis.content_seconds for synthesis, _ in timed))
+    levels = []
+    for index, level in enumerate(timed[-1][0].levels):
+        timing = Timing(tuple(synthesis.levels[index].seconds for synthesis, _ in timed))
+        levels.append(
+            {
+                "size": level.size,
+                "iterations": level.iterations,
+                "texture_layers": list(level.taps),
+                "seconds": timing.to_json(),
+                "first_call_seconds": first.levels[index].seconds,
+                "energy": level.energy._asdict(),
+            }
+        )
+        logger.info("NPS level %d (%d px): %.2f s", index + 1, level.size, timing.median)
+    logger.info("NPS %dx%d: %.2f s per image", size, size, total.median)
+    return [
+        {
+            "image_size": size,
+            "hole_size": size // 2,
+            "window_side": first.window.side,
+            "settings": dataclasses.asdict(model.settings),
+            "content": {
+                "size": model.settings.content_size,
+                "seconds": content.to_json(),
+                "first_call_seconds": first.content_seconds,
+            },
+            "levels": levels,
+            "seconds": total.to_json(),
+            "first_call_seconds": first_seconds,
+            "compile_seconds": compiling["compile_seconds"],
+            "memory": memory,
+        }
+    ]
+
+
 # ---------------------------------------------------------------- tables, JSON
 
 
@@ -896,6 +1053,46 @@ def format_data_table(report: Mapping[str, Any]) -> str:
                 f"{first['mask']} masks; {_machine(report['environment'])})"
             ),
             _format_table(headers, table),
+        ]
+    )
+
+
+def format_nps_table(report: Mapping[str, Any]) -> str:
+    """Seconds per stage of NPS on one image: content prediction, each level, in all."""
+    row = report["results"][0]
+
+    def line(stage, side, iterations, timings):
+        return [
+            stage,
+            f"{side} x {side}",
+            iterations,
+            f"{timings['seconds']['median']:.2f}",
+            f"{timings['first_call_seconds']:.2f}",
+        ]
+
+    table = [line("content", row["content"]["size"], "-", row["content"])]
+    table += [
+        line(f"level {index}", level["size"], str(level["iterations"]), level)
+        for index, level in enumerate(row["levels"], start=1)
+    ]
+    table.append(line("total", row["image_size"], "", row))
+    headers = ["stage", "size", "iterations", "seconds", "first image (s)"]
+    hole, runs = row["hole_size"], report["settings"]["runs"]
+    compiling = row["compile_seconds"]
+    return "\n".join(
+        [
+            (
+                f"Neural patch synthesis, {row['image_size']} x {row['image_size']} image, "
+                f"{hole} x {hole} hole, median of {runs} runs ({_machine(report['environment'])})"
+            ),
+            _format_table(headers, table),
+            (
+                f"First image: {row['first_call_seconds']:.1f} s, of which "
+                + ("- (not reported by JAX)" if compiling is None else f"{compiling:.1f} s")
+                + " tracing, lowering and compiling; peak memory "
+                f"+{_mebibytes(row['memory']['host_peak_increase_bytes'])} MiB host RSS."
+            ),
+            NPS_REFERENCE,
         ]
     )
 

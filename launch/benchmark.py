@@ -1,8 +1,9 @@
-"""Measures speed and memory: `python -m launch.benchmark {inference,train,data} [flags]`.
+"""Measures speed and memory: `python -m launch.benchmark {inference,train,data,nps} [flags]`.
 
   python -m launch.benchmark inference --sizes=512,1024 --compare-torch
   python -m launch.benchmark train --size=256 --batch=4 --compare-torch
   python -m launch.benchmark data --workers=0,2
+  python -m launch.benchmark nps --runs=1 --warmup=1
 
 inference: completion latency per image size (batch 1) of each --models
   generator at paper size, randomly initialised (or the --workdir
@@ -12,6 +13,12 @@ train: images/second per device of each training phase (GLCIC: completion,
   size, with synthetic batches and with the real input pipeline on the
   offline sample_photos dataset.
 data: input-pipeline throughput with the GLCIC preprocessing.
+nps: seconds per image of neural patch synthesis (the paper's setting by
+  default: scikit-image's 512 x 512 astronaut with a centred 256 x 256 hole,
+  3 levels of 100 iterations), per level and in all, with the first image's
+  compilation time apart; a random-weight full-size VGG-19 unless --vgg, a
+  random-weight NPS content network (configs/nps_content.py) unless
+  --content. Each image takes minutes on a CPU: use --runs=1 --warmup=1.
 
 --compare-torch also runs GLCIC's completion network in PyTorch (the test
 extra; tests/torch_reference.py of a source checkout) with the same weights
@@ -27,10 +34,11 @@ from pathlib import Path
 
 from absl import app, flags
 
-from inpaint_jax import benchmarking
+from inpaint_jax import benchmarking, inference, nps
+from inpaint_jax.models import vgg
 from inpaint_jax.models.layers import InputShapeError
 
-SUBCOMMANDS = ("inference", "train", "data")
+SUBCOMMANDS = ("inference", "train", "data", "nps")
 
 _MODELS = flags.DEFINE_list("models", ["glcic", "pggan"], "Model families (configs/<name>.py).")
 _SIZES = flags.DEFINE_list("sizes", ["512", "768", "1024", "2048"], "inference: image sides.")
@@ -60,6 +68,19 @@ _COMPARE_TORCH = flags.DEFINE_bool(
 )
 _TORCH_THREADS = flags.DEFINE_integer(
     "torch_threads", None, "PyTorch threads (default: every core)."
+)
+_VGG = flags.DEFINE_string(
+    "vgg", None, "nps: VGG-19 weights (.pth, .h5 or .npz); default: random weights."
+)
+_CONTENT = flags.DEFINE_string(
+    "content", None, "nps: content model workdir; default: a random-weight NPS content network."
+)
+_NPS_SIZE = flags.DEFINE_integer("nps_size", 512, "nps: image side (the hole's is half).")
+_NPS_ITERATIONS = flags.DEFINE_integer(
+    "nps_iterations", nps.NPSSettings().iterations, "nps: optimiser steps per level.", lower_bound=0
+)
+_NPS_SCALES = flags.DEFINE_integer(
+    "nps_scales", nps.NPSSettings().num_scales, "nps: pyramid levels.", lower_bound=1
 )
 _OUTPUT = flags.DEFINE_string(
     "output", None, "JSON results file (default: benchmark_<subcommand>.json)."
@@ -162,12 +183,48 @@ def _data(data_dir):
     )
 
 
+def _nps():
+    if _VGG.value:
+        texture_net, vgg_variables = vgg.load_vgg(_VGG.value, depth=19, config_flag="--vgg")
+    else:
+        texture_net, vgg_variables = benchmarking.random_vgg19()
+    if _CONTENT.value:
+        content = inference.load_model(_CONTENT.value)
+    else:
+        config = benchmarking.benchmark_config(
+            _config("nps_content"), width_multiplier=_WIDTH.value
+        )
+        content = benchmarking.random_content_model(config)
+    nps_settings = nps.NPSSettings(num_scales=_NPS_SCALES.value, iterations=_NPS_ITERATIONS.value)
+    model = nps.NeuralPatchSynthesis(content, texture_net, vgg_variables, nps_settings)
+    results = benchmarking.benchmark_nps(
+        model, _NPS_SIZE.value, runs=_RUNS.value, warmup=_WARMUP.value
+    )
+    settings = {
+        "size": _NPS_SIZE.value,
+        "vgg": _VGG.value,
+        "content": _CONTENT.value,
+        "width_multiplier": _WIDTH.value,
+    }
+    return results, settings, benchmarking.format_nps_table
+
+
+# Errors a user causes with nps's flags (weights, workdir, settings), reported as usage errors.
+_NPS_ERRORS = (
+    vgg.MissingWeightsError,
+    vgg.VGGWeightsError,
+    inference.ModelLoadError,
+    FileNotFoundError,  # no such --content workdir, or no checkpoint in it
+    nps.NPSSettingsError,
+)
+
+
 def main(argv):
     if len(argv) != 2 or argv[1] not in SUBCOMMANDS:
         raise app.UsageError(f"give one subcommand: {', '.join(SUBCOMMANDS)} (got {argv[1:]})")
     subcommand = argv[1]
-    if _COMPARE_TORCH.value and subcommand == "data":
-        raise app.UsageError("--compare-torch applies to inference and train, not data")
+    if _COMPARE_TORCH.value and subcommand in ("data", "nps"):
+        raise app.UsageError(f"--compare-torch applies to inference and train, not {subcommand}")
     reference = _torch_reference() if _COMPARE_TORCH.value else None
     started = benchmarking.environment()
     try:
@@ -178,9 +235,11 @@ def main(argv):
                 results, settings, format_table = _inference(reference)
             elif subcommand == "train":
                 results, settings, format_table = _train(reference, data_dir)
-            else:
+            elif subcommand == "data":
                 results, settings, format_table = _data(data_dir)
-    except (benchmarking.BenchmarkError, InputShapeError) as error:
+            else:
+                results, settings, format_table = _nps()
+    except (benchmarking.BenchmarkError, InputShapeError, *_NPS_ERRORS) as error:
         raise app.UsageError(str(error)) from error
     settings.update(runs=_RUNS.value, warmup=_WARMUP.value, compare_torch=_COMPARE_TORCH.value)
     report = benchmarking.build_report(subcommand, settings, results, started)

@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import glcic as glcic_config
+from configs import nps_content as nps_content_config
 from configs import pggan as pggan_config
-from inpaint_jax import benchmarking, parallel
+from inpaint_jax import benchmarking, nps, parallel
 from inpaint_jax.trainers import common
 from inpaint_jax.trainers import glcic as glcic_trainer
 
@@ -398,6 +400,71 @@ def test_benchmark_data_rejects_negative_worker_counts():
         benchmarking.benchmark_data(_glcic(), worker_counts=[-1])
 
 
+# ---------------------------------------------------------------------- nps
+
+
+@pytest.fixture(scope="module")
+def tiny_nps():
+    """NPS over a 1/8-width random NPS content network with a random VGG-19: 2 levels, 2 steps."""
+    config = benchmarking.benchmark_config(
+        nps_content_config.get_config(), width_multiplier=WIDTH
+    )
+    content = benchmarking.random_content_model(config)
+    settings = nps.NPSSettings(num_scales=2, iterations=2, min_size=32)
+    return nps.NeuralPatchSynthesis(content, *benchmarking.random_vgg19(), settings)
+
+
+def test_nps_inputs_are_the_papers_centred_half_side_hole_on_a_photo():
+    image, mask = benchmarking.nps_inputs(64)
+    assert image.shape == (64, 64, 3) and image.dtype == np.float32 and image.std() > 0.1
+    assert mask.shape == (64, 64, 1)
+    np.testing.assert_array_equal(np.argwhere(mask[..., 0])[[0, -1]], [[16, 16], [47, 47]])
+
+
+def test_random_content_model_is_a_fixed_size_nps_content_network(tiny_nps):
+    content = tiny_nps.content_model
+    assert (content.name, content.input_size) == ("context_encoder", 128)
+    assert content.config.model.bottleneck == "dense"
+    image, mask = benchmarking.nps_inputs(96)
+    assert content(image, mask).shape == (96, 96, 3)
+
+
+def test_benchmark_nps_times_each_level_and_the_first_call_apart(tiny_nps, tmp_path):
+    started = benchmarking.environment()
+    (row,) = benchmarking.benchmark_nps(tiny_nps, 64, runs=2, warmup=1)
+    assert (row["image_size"], row["hole_size"], row["window_side"]) == (64, 32, 64)
+    assert [(level["size"], level["iterations"]) for level in row["levels"]] == [(32, 2), (64, 2)]
+    for part in [row, row["content"], *row["levels"]]:
+        assert len(part["seconds"]["all"]) == 2 and part["first_call_seconds"] > 0
+    assert 0 < row["compile_seconds"] < row["first_call_seconds"]
+    assert row["first_call_seconds"] >= sum(level["first_call_seconds"] for level in row["levels"])
+    assert all(np.isfinite(level["energy"]["total"]) for level in row["levels"])
+    assert row["levels"][-1]["texture_layers"] == ["relu3_1"]  # relu4_1 is too coarse at 64 px
+    assert row["settings"]["iterations"] == 2 and "host_peak_rss_bytes" in row["memory"]
+
+    report = benchmarking.build_report("nps", {"runs": 2}, [row], started)
+    table = benchmarking.format_nps_table(_check_report(report, tmp_path, "nps"))
+    assert "64 x 64 image, 32 x 32 hole, median of 2 runs" in table
+    assert "level 2" in table and benchmarking.NPS_REFERENCE in table
+    assert f"of which {row['compile_seconds']:.1f} s tracing, lowering and compiling" in table
+
+
+def test_compile_time_counts_tracing_and_compiling_once_and_nothing_else():
+    function = jax.jit(lambda x: jax.jit(jnp.sin)(x) * 2)  # a trace nested in a trace
+    with benchmarking.compile_time() as first:
+        function(jnp.ones(3)).block_until_ready()
+    with benchmarking.compile_time() as second:
+        function(jnp.ones(3)).block_until_ready()  # cached: nothing compiles
+    assert first["compile_seconds"] > 0 and second["compile_seconds"] is None
+    assert benchmarking._covered_seconds([(0, 2), (1, 3), (5, 6)]) == 4
+    assert benchmarking._covered_seconds([(0, 5), (1, 2), (2, 3)]) == 5
+
+
+def test_benchmark_nps_rejects_images_below_the_working_size(tiny_nps):
+    with pytest.raises(benchmarking.BenchmarkError, match=r"min_size \(32\), got 16"):
+        benchmarking.benchmark_nps(tiny_nps, 16)
+
+
 # ---------------------------------------------------------------------- CLI
 
 
@@ -414,20 +481,23 @@ def _run_cli(*args, cwd):
     )
 
 
+def _cli_report(subcommand, *args, cwd):
+    """Runs a subcommand once (--runs=1 --warmup=1) in `cwd`; returns (its stdout, its JSON)."""
+    result = _run_cli(subcommand, *args, "--runs=1", "--warmup=1", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout, json.loads((cwd / f"benchmark_{subcommand}.json").read_text())
+
+
 def test_cli_inference_writes_json_and_prints_the_table(tmp_path):
-    result = _run_cli(
+    stdout, report = _cli_report(
         "inference",
         "--models=glcic",
         "--sizes=32",
         f"--width_multiplier={WIDTH}",
-        "--runs=1",
-        "--warmup=1",
         "--compare-torch",
         cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "32 x 32" in result.stdout and "JAX/torch" in result.stdout
-    report = json.loads((tmp_path / "benchmark_inference.json").read_text())
+    assert "32 x 32" in stdout and "JAX/torch" in stdout
     assert report["settings"]["compare_torch"] is True
     assert report["environment"]["device_count"] == 1
     (row,) = report["results"]
@@ -438,3 +508,25 @@ def test_cli_explains_a_missing_subcommand(tmp_path):
     result = _run_cli("profile", cwd=tmp_path)
     assert result.returncode != 0
     assert "give one subcommand: inference, train, data" in result.stderr
+
+
+def test_cli_nps_writes_json_and_prints_the_table(tmp_path):
+    stdout, report = _cli_report(
+        "nps",
+        "--nps_size=64",
+        "--nps_scales=1",
+        "--nps_iterations=1",
+        f"--width_multiplier={WIDTH}",
+        cwd=tmp_path,
+    )
+    assert "64 x 64 image, 32 x 32 hole" in stdout and "level 1" in stdout
+    assert report["settings"]["vgg"] is None and report["settings"]["width_multiplier"] == WIDTH
+    (row,) = report["results"]
+    assert [level["iterations"] for level in row["levels"]] == [1]
+
+
+def test_cli_nps_explains_missing_vgg_weights(tmp_path):
+    result = _run_cli("nps", f"--vgg={tmp_path}/vgg19.npz", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "No VGG-19 weights: --vgg=" in result.stderr and "vgg19-dcbb9e9d.pth" in result.stderr
+    assert not (tmp_path / "benchmark_nps.json").exists()
