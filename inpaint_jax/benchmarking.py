@@ -60,7 +60,7 @@ import ml_collections
 import numpy as np
 import skimage.data
 
-from inpaint_jax import checkpointing, files, inference, nps, parallel, windows
+from inpaint_jax import checkpointing, files, inference, nps, parallel, two_stage, windows
 from inpaint_jax.models import vgg
 from inpaint_jax.trainers import common, context_encoder
 
@@ -72,6 +72,9 @@ PAPER_REFERENCE = "GLCIC paper, Table 2: 1024 x 1024 (1,048,576 pixels) in 0.561
 
 # Phase steps timed for each trainer, and the `GANSteps` method of each phase.
 TRAIN_PHASES = {"glcic": ("completion", "discriminator", "joint"), "pggan": ("joint",)}
+# Fully convolutional generators timed per image size; two_stage is the refinement network
+# alone, on the 20-channel input (its coarse stage is one of the others, at 512 px).
+INFERENCE_MODELS = ("glcic", "pggan", "dfnet", "two_stage")
 _STEP_METHODS = {
     "completion": "reconstruction_step",
     "discriminator": "discriminator_step",
@@ -302,19 +305,26 @@ class Generator:
     variables: Any
 
 
-def _trainer_name(config: ml_collections.ConfigDict) -> str:
-    """`config.trainer`, if the benchmarks know it (a key of TRAIN_PHASES)."""
-    if config.trainer not in TRAIN_PHASES:
+def _trainer_name(config: ml_collections.ConfigDict, known: Sequence[str] = tuple(TRAIN_PHASES),
+                  what: str = "training benchmark") -> str:
+    """`config.trainer`, if it is one of `known` (default: the trainers with a training benchmark)."""
+    if config.trainer not in known:
         raise BenchmarkError(
-            f"config.trainer={config.trainer!r} has no benchmark; choose one of "
-            f"{', '.join(TRAIN_PHASES)}."
+            f"config.trainer={config.trainer!r} has no {what}; choose one of {', '.join(known)}."
         )
     return config.trainer
 
 
 def trainer_module(config: ml_collections.ConfigDict):
-    """The module of inpaint_jax.trainers that `config.trainer` names."""
+    """The module of inpaint_jax.trainers that `config.trainer` names (a training benchmark's)."""
     return importlib.import_module(f"inpaint_jax.trainers.{_trainer_name(config)}")
+
+
+def _inference_trainer(config: ml_collections.ConfigDict):
+    """The trainer module of a generator with an inference benchmark (INFERENCE_MODELS)."""
+    name = _trainer_name(config, INFERENCE_MODELS,
+                         "inference benchmark (fixed-size networks are not timed per size)")
+    return importlib.import_module(f"inpaint_jax.trainers.{name}")
 
 
 # Passes of the BatchNorm calibration; the running statistics move 90% of the
@@ -333,20 +343,19 @@ def random_generator(name: str, config: ml_collections.ConfigDict, *, seed: int 
     running statistics are calibrated first: train-mode passes over a random
     image until they match its activations.
     """
-    module, _ = trainer_module(config).build_models(config)
+    module, _ = _inference_trainer(config).build_models(config)
     size = min(config.data.crop_size, _CALIBRATION_SIZE)
-    image, mask = inference_inputs(size, size, seed)
+    inputs = model_inputs(config, size, size, seed)
 
     def calibrated_init(rng):
-        variables = module.init(rng, image, mask, train=False)
+        variables = module.init(rng, *inputs, train=False)
         if "batch_stats" not in variables:
             return variables
 
         def calibrate(_, stats):
             _, updates = module.apply(
                 {**variables, "batch_stats": stats},
-                image,
-                mask,
+                *inputs,
                 train=True,
                 mutable=["batch_stats"],
             )
@@ -368,10 +377,11 @@ def checkpoint_generator(workdir: str | os.PathLike) -> Generator:
         )
     with checkpointing.Checkpointer(directory, read_only=True) as checkpointer:
         config = ml_collections.ConfigDict(checkpointer.read_config())
-        trainer = trainer_module(config)
+        trainer = _inference_trainer(config)
         generator, discriminator = trainer.build_models(config)
         g_tx = common.create_optimizer(config.g_optimizer)
-        d_tx = common.create_optimizer(config.d_optimizer)
+        # Recipes without a discriminator (DFNet, two-stage) have no d_optimizer.
+        d_tx = common.create_optimizer(config.d_optimizer) if "d_optimizer" in config else None
         mesh = parallel.create_mesh(jax.local_devices()[:1])
         template = trainer.create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
         state = checkpointer.restore(template).state
@@ -435,6 +445,18 @@ def inference_inputs(height: int, width: int, seed: int = 0) -> tuple[np.ndarray
     return image, mask
 
 
+def model_inputs(config: ml_collections.ConfigDict, height: int, width: int,
+                 seed: int = 0) -> tuple[np.ndarray, ...]:
+    """The generator's batch-1 inputs: `inference_inputs`, or for the two-stage refinement
+    network the 20-channel input of that image (hole filled grey) and mask."""
+    image, mask = inference_inputs(height, width, seed)
+    if config.trainer != "two_stage":
+        return image, mask
+    merged = np.where(mask > 0, np.float32(0.5), image)[0]
+    offsets = two_stage.shift_offsets(height, width, config.shift_fraction)
+    return (two_stage.refinement_input(merged, mask[0], offsets)[None],)
+
+
 def _reference_inference(
     reference: ReferenceFramework, generator: Generator, image, mask, jax_output
 ) -> tuple[Callable[[], np.ndarray], dict[str, Any]]:
@@ -475,13 +497,13 @@ def benchmark_inference(
     rows = []
     for generator in generators:
         predict = jax.jit(
-            lambda variables, image, mask, module=generator.module: module.apply(
-                variables, image, mask, train=False
+            lambda variables, *inputs, module=generator.module: module.apply(
+                variables, *inputs, train=False
             )
         )
         for size in sizes:
-            image, mask = inference_inputs(size, size)
-            arguments = (generator.variables, *jax.device_put((image, mask)))
+            inputs = model_inputs(generator.config, size, size)
+            arguments = (generator.variables, *jax.device_put(inputs))
             compiled, compile_seconds = compile_timed(predict, *arguments)
 
             def run_jax(compiled=compiled, arguments=arguments):
@@ -501,7 +523,7 @@ def benchmark_inference(
             }
             if reference is not None and generator.config.trainer in REFERENCE_TRAINERS:
                 functions["reference"], row["reference"] = _reference_inference(
-                    reference, generator, image, mask, jax_output
+                    reference, generator, *inputs, jax_output
                 )
             del jax_output
             timings = time_round_robin(functions, runs=runs, warmup=warmup - 1)

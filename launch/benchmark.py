@@ -7,7 +7,9 @@
 
 inference: completion latency per image size (batch 1) of each --models
   generator at paper size, randomly initialised (or the --workdir
-  checkpoint's), as the GLCIC paper's timing table.
+  checkpoint's), as the GLCIC paper's timing table; also dfnet, and
+  two_stage (the refinement network alone on its 20-channel input, the
+  full-resolution stage of two-stage inpainting).
 train: images/second per device of each training phase (GLCIC: completion,
   discriminator, joint; PGGAN: joint) at --size and at each model's runlocal
   size, with synthetic batches and with the real input pipeline on the
@@ -40,7 +42,9 @@ from inpaint_jax.models.layers import InputShapeError
 
 SUBCOMMANDS = ("inference", "train", "data", "nps")
 
-_MODELS = flags.DEFINE_list("models", ["glcic", "pggan"], "Model families (configs/<name>.py).")
+_MODELS = flags.DEFINE_list(
+    "models", ["glcic", "pggan"], "Model families (configs/<name>.py); inference: "
+    f"{', '.join(benchmarking.INFERENCE_MODELS)}; train: {', '.join(benchmarking.TRAIN_PHASES)}.")
 _SIZES = flags.DEFINE_list("sizes", ["512", "768", "1024", "2048"], "inference: image sides.")
 _SIZE = flags.DEFINE_integer("size", 256, "train, data: crop side.", lower_bound=1)
 _RUNLOCAL = flags.DEFINE_bool("runlocal", True, "train: also time each model's runlocal config.")
@@ -100,7 +104,8 @@ def _config(model: str, variant: str | None = None):
     try:
         module = importlib.import_module(f"configs.{model}")
     except ModuleNotFoundError:
-        raise app.UsageError(f"--models: no configs/{model}.py; choose from glcic, pggan") from None
+        raise app.UsageError(f"--models: no configs/{model}.py; choose from "
+                             f"{', '.join(benchmarking.INFERENCE_MODELS)}") from None
     return module.get_config(variant)
 
 

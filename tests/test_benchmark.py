@@ -3,6 +3,7 @@
 Tiny sizes and 1/8-width networks only; nothing here asserts a timing.
 """
 
+import importlib
 import json
 import os
 import subprocess
@@ -256,9 +257,13 @@ def test_unknown_trainer_is_a_clear_error():
     config.trainer = "context_encoder"
     with pytest.raises(
         benchmarking.BenchmarkError,
-        match="'context_encoder' has no benchmark; choose one of glcic, pggan",
+        match="'context_encoder' has no inference benchmark .fixed-size networks are not timed "
+        "per size.; choose one of glcic, pggan, dfnet, two_stage",
     ):
         benchmarking.random_generator("ce", config)
+    with pytest.raises(benchmarking.BenchmarkError,
+                       match="'context_encoder' has no training benchmark; choose one of glcic"):
+        benchmarking.TrainCase("ce", config).phases_to_time()
 
 
 # ---------------------------------------------------------------- inference
@@ -308,6 +313,18 @@ def test_benchmark_inference_times_each_model_and_size_against_torch(
     table = benchmarking.format_inference_table(loaded)
     assert "32 x 32" in table and "4,096" in table and "JAX/torch" in table
     assert benchmarking.PAPER_REFERENCE in table
+
+
+@pytest.mark.parametrize("model", ["dfnet", "two_stage"])
+def test_benchmark_inference_times_dfnet_and_the_refinement_network(model):
+    config = importlib.import_module(f"configs.{model}").get_config("runlocal")
+    generator = benchmarking.random_generator(
+        model, benchmarking.benchmark_config(config, width_multiplier=WIDTH))
+    (row,) = benchmarking.benchmark_inference([generator], [64], runs=1, warmup=1)
+    assert (row["model"], row["pixels"]) == (model, 4096)
+    assert row["memory"]["xla_output_bytes"] == 4096 * 3 * 4
+    inputs = benchmarking.model_inputs(config, 64, 64)
+    assert [x.shape[-1] for x in inputs] == ([20] if model == "two_stage" else [3, 1])
 
 
 def test_benchmark_inference_rejects_bad_sizes(glcic_generator):
