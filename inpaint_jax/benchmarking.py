@@ -368,15 +368,22 @@ def random_generator(name: str, config: ml_collections.ConfigDict, *, seed: int 
     return Generator(name, config, module, variables)
 
 
-def checkpoint_generator(workdir: str | os.PathLike) -> Generator:
-    """The generator of the newest checkpoint in a training `workdir`, with its weights."""
+def checkpoint_generator(
+    workdir: str | os.PathLike, *, compute_dtype: str | None = None
+) -> Generator:
+    """The generator of the newest checkpoint in a training `workdir`, with its weights.
+
+    compute_dtype: overrides the saved config's `compute_dtype` (see `benchmark_config`).
+    """
     directory = Path(workdir).expanduser() / "checkpoints"
     if not directory.is_dir():
         raise checkpointing.CheckpointNotFoundError(
             f"{workdir} has no checkpoints folder; pass the --workdir of a training run."
         )
     with checkpointing.Checkpointer(directory, read_only=True) as checkpointer:
-        config = ml_collections.ConfigDict(checkpointer.read_config())
+        config = benchmark_config(
+            ml_collections.ConfigDict(checkpointer.read_config()), compute_dtype=compute_dtype
+        )
         trainer = _inference_trainer(config)
         generator, discriminator = trainer.build_models(config)
         g_tx = common.create_optimizer(config.g_optimizer)
@@ -397,6 +404,7 @@ def benchmark_config(
     width_multiplier: float | None = None,
     data_dir: str | None = None,
     worker_count: int | None = None,
+    compute_dtype: str | None = None,
 ) -> ml_collections.ConfigDict:
     """A copy of a training config with the benchmark's settings.
 
@@ -405,6 +413,8 @@ def benchmark_config(
     width_multiplier: the networks' channel multiplier.
     data_dir: read the offline `sample_photos` dataset from (or build it in) this folder.
     worker_count: grain worker processes of the input pipeline.
+    compute_dtype: the networks' compute dtype, one of `common.COMPUTE_DTYPES`
+      (auto = bfloat16 on GPU/TPU, float32 on CPU); parameters stay float32.
     """
     config = config.copy_and_resolve_references()
     if size is not None:
@@ -431,6 +441,12 @@ def benchmark_config(
         config.data.eval_split = "eval"
     if worker_count is not None:
         config.data.worker_count = worker_count
+    if compute_dtype is not None:
+        config.compute_dtype = compute_dtype
+        try:
+            common.resolve_compute_dtype(config)
+        except ValueError as error:
+            raise BenchmarkError(str(error)) from error
     return config
 
 
@@ -513,6 +529,7 @@ def benchmark_inference(
             functions = {"jax": run_jax}
             row = {
                 "model": generator.name,
+                "dtype": common.resolve_compute_dtype(generator.config).name,
                 "height": size,
                 "width": size,
                 "pixels": size * size,
@@ -604,6 +621,7 @@ def _train_row(case: TrainCase, phase: str, mode: str, timing: Timing) -> dict[s
         "trainer": config.trainer,
         "phase": phase,
         "data": mode,
+        "dtype": common.resolve_compute_dtype(config).name,
         "size": config.data.crop_size,
         "width_multiplier": config.model.width_multiplier,
         "global_batch": config.global_batch_size,
@@ -976,6 +994,7 @@ def format_inference_table(report: Mapping[str, Any]) -> str:
         table.append(
             [
                 row["model"],
+                row["dtype"],
                 f"{row['height']} x {row['width']}",
                 f"{row['pixels']:,}",
                 f"{row['seconds']['median']:.3f}",
@@ -988,6 +1007,7 @@ def format_inference_table(report: Mapping[str, Any]) -> str:
         )
     headers = [
         "model",
+        "dtype",
         "image size",
         "pixels",
         "JAX (s)",
@@ -1021,6 +1041,7 @@ def format_train_table(report: Mapping[str, Any]) -> str:
                 row["case"],
                 row["phase"],
                 row["data"],
+                row["dtype"],
                 str(row["size"]),
                 f"{row['batch_per_device']:g}",
                 f"{row['step_seconds']['median']:.3f}",
@@ -1034,6 +1055,7 @@ def format_train_table(report: Mapping[str, Any]) -> str:
         "case",
         "phase",
         "data",
+        "dtype",
         "size",
         "batch/device",
         "step (s)",

@@ -25,6 +25,9 @@ nps: seconds per image of neural patch synthesis (the paper's setting by
 --compare-torch also runs GLCIC's completion network in PyTorch (the test
 extra; tests/torch_reference.py of a source checkout) with the same weights
 on the same input, in this process, and prints the JAX/PyTorch time ratio.
+--compute_dtype=float32|bfloat16 sets the networks' arithmetic (default: the
+config's "auto", bfloat16 on GPU/TPU, float32 on CPU) to compare the two on
+an accelerator; the PyTorch reference stays float32.
 Every subcommand prints a table and writes its results as JSON (--output).
 """
 
@@ -39,6 +42,7 @@ from absl import app, flags
 from inpaint_jax import benchmarking, inference, nps
 from inpaint_jax.models import vgg
 from inpaint_jax.models.layers import InputShapeError
+from inpaint_jax.trainers import common
 
 SUBCOMMANDS = ("inference", "train", "data", "nps")
 
@@ -58,6 +62,11 @@ _WORKDIR = flags.DEFINE_string(
 )
 _WIDTH = flags.DEFINE_float(
     "width_multiplier", None, "Override every network's channel multiplier."
+)
+_DTYPE = flags.DEFINE_enum(
+    "compute_dtype", None, common.COMPUTE_DTYPES,
+    "inference, train: the networks' compute dtype (default: each config's, auto = bfloat16 "
+    "on GPU/TPU, float32 on CPU); parameters stay float32.",
 )
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Where sample_photos is (or gets) built; default: a temporary folder."
@@ -126,11 +135,16 @@ def _torch_reference():
 
 def _inference(reference):
     if _WORKDIR.value:
-        generators = [benchmarking.checkpoint_generator(_WORKDIR.value)]
+        generators = [
+            benchmarking.checkpoint_generator(_WORKDIR.value, compute_dtype=_DTYPE.value)
+        ]
     else:
         generators = [
             benchmarking.random_generator(
-                model, benchmarking.benchmark_config(_config(model), width_multiplier=_WIDTH.value)
+                model,
+                benchmarking.benchmark_config(
+                    _config(model), width_multiplier=_WIDTH.value, compute_dtype=_DTYPE.value
+                ),
             )
             for model in _MODELS.value
         ]
@@ -138,7 +152,12 @@ def _inference(reference):
     results = benchmarking.benchmark_inference(
         generators, sizes, runs=_RUNS.value, warmup=_WARMUP.value, reference=reference
     )
-    settings = {"models": [g.name for g in generators], "sizes": sizes, "workdir": _WORKDIR.value}
+    settings = {
+        "models": [g.name for g in generators],
+        "sizes": sizes,
+        "workdir": _WORKDIR.value,
+        "compute_dtype": _DTYPE.value,
+    }
     return results, settings, benchmarking.format_inference_table
 
 
@@ -147,6 +166,7 @@ def _train(reference, data_dir):
         "batch_per_device": _BATCH.value,
         "width_multiplier": _WIDTH.value,
         "data_dir": data_dir,
+        "compute_dtype": _DTYPE.value,
     }
     phases = tuple(_PHASES.value) or None
     cases = []

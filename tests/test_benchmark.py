@@ -224,6 +224,7 @@ def test_benchmark_config_scales_the_geometry_with_the_size(tmp_path):
         width_multiplier=0.5,
         data_dir=str(tmp_path),
         worker_count=2,
+        compute_dtype="bfloat16",
     )
     assert config.data.crop_size == 128
     assert config.mask.local_size == 64
@@ -236,6 +237,7 @@ def test_benchmark_config_scales_the_geometry_with_the_size(tmp_path):
         "eval",
     )
     assert config.data.worker_count == 2
+    assert config.compute_dtype == "bfloat16"
     assert glcic_config.get_config().data.crop_size == 256  # a copy; the original is untouched
 
 
@@ -245,6 +247,7 @@ def test_benchmark_config_scales_the_geometry_with_the_size(tmp_path):
         ({"size": 0}, "size must be a positive"),
         ({"batch_per_device": 0}, "batch_per_device must be >= 1"),
         ({"width_multiplier": 0.0}, "width_multiplier must be > 0"),
+        ({"compute_dtype": "half"}, "compute_dtype must be one of 'auto', 'float32', 'bfloat16'"),
     ],
 )
 def test_benchmark_config_rejects_bad_settings(kwargs, message):
@@ -297,6 +300,7 @@ def test_benchmark_inference_times_each_model_and_size_against_torch(
         ("pggan", 64, 4096),
     ]
     for row in rows:
+        assert row["dtype"] == "float32"  # "auto" on a CPU
         assert len(row["seconds"]["all"]) == 2
         assert row["compile_seconds"] > 0
         assert row["memory"]["xla_output_bytes"] == row["pixels"] * 3 * 4
@@ -311,7 +315,7 @@ def test_benchmark_inference_times_each_model_and_size_against_torch(
     report = benchmarking.build_report("inference", {"runs": 2}, rows, started)
     loaded = _check_report(report, tmp_path, "inference")
     table = benchmarking.format_inference_table(loaded)
-    assert "32 x 32" in table and "4,096" in table and "JAX/torch" in table
+    assert "32 x 32" in table and "4,096" in table and "JAX/torch" in table and "float32" in table
     assert benchmarking.PAPER_REFERENCE in table
 
 
@@ -343,6 +347,14 @@ def test_checkpoint_generator_loads_the_trained_weights(glcic_workdir):
     assert rows[0]["model"] == "glcic"
 
 
+def test_checkpoint_generator_can_compute_in_another_dtype(glcic_workdir):
+    generator = benchmarking.checkpoint_generator(glcic_workdir, compute_dtype="bfloat16")
+    assert generator.module.dtype == jax.numpy.bfloat16
+    (row,) = benchmarking.benchmark_inference([generator], [16], runs=1, warmup=1)
+    assert row["dtype"] == "bfloat16"
+    assert row["memory"]["xla_output_bytes"] == 16 * 16 * 3 * 4  # float32 output
+
+
 def test_checkpoint_generator_needs_a_training_workdir(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoints folder"):
         benchmarking.checkpoint_generator(tmp_path)
@@ -360,6 +372,7 @@ def test_benchmark_train_times_phases_with_and_without_data(data_dir, reference,
         ("completion", "pipeline"),
     ]
     for row in rows:
+        assert row["dtype"] == "float32"
         assert row["global_batch"] == jax.device_count()
         assert row["batch_per_device"] == 1
         assert row["images_per_second_per_device"] == pytest.approx(
@@ -519,6 +532,22 @@ def test_cli_inference_writes_json_and_prints_the_table(tmp_path):
     assert report["environment"]["device_count"] == 1
     (row,) = report["results"]
     assert row["reference"]["max_abs_diff"] < 1e-4
+
+
+def test_cli_compute_dtype_sets_the_networks_arithmetic(tmp_path):
+    stdout, report = _cli_report(
+        "inference",
+        "--models=glcic",
+        "--sizes=32",
+        f"--width_multiplier={WIDTH}",
+        "--compute_dtype=bfloat16",
+        cwd=tmp_path,
+    )
+    assert report["settings"]["compute_dtype"] == "bfloat16"
+    (row,) = report["results"]
+    assert row["dtype"] == "bfloat16" and "bfloat16" in stdout
+    result = _run_cli("inference", "--compute_dtype=half", cwd=tmp_path)
+    assert result.returncode != 0 and "--compute_dtype" in result.stderr
 
 
 def test_cli_explains_a_missing_subcommand(tmp_path):
