@@ -330,7 +330,8 @@ def _inference_trainer(config: ml_collections.ConfigDict):
 # Passes of the BatchNorm calibration; the running statistics move 90% of the
 # way to the batch's at each (momentum 0.9), so 40 leave 1.5% of the initial ones.
 _CALIBRATION_PASSES = 40
-_CALIBRATION_SIZE = 64  # side of the calibration image, at most the crop size
+# Side of the calibration image: at most the crop size, rounded up to the network's size multiple.
+_CALIBRATION_SIZE = 64
 
 
 def random_generator(name: str, config: ml_collections.ConfigDict, *, seed: int = 0) -> Generator:
@@ -344,7 +345,8 @@ def random_generator(name: str, config: ml_collections.ConfigDict, *, seed: int 
     image until they match its activations.
     """
     module, _ = _inference_trainer(config).build_models(config)
-    size = min(config.data.crop_size, _CALIBRATION_SIZE)
+    multiple = getattr(module, "size_multiple", 1)
+    size = -(-min(config.data.crop_size, _CALIBRATION_SIZE) // multiple) * multiple
     inputs = model_inputs(config, size, size, seed)
 
     def calibrated_init(rng):
