@@ -122,6 +122,48 @@ def create_generator_state(
     return jax.jit(init, out_shardings=parallel.replicated_sharding(mesh))(rng)
 
 
+SINGLE_PHASE = "train"  # the phase name of recipes trained in one phase.
+
+
+def generator_only_recipe_state(example_inputs: Callable[[ml_collections.ConfigDict], tuple]):
+    """The `create_train_state` of a recipe without a discriminator (DFNet, two-stage refinement).
+
+    `example_inputs(config)` gives the generator's positional inputs for
+    initialisation. The returned function has every recipe's signature and
+    ignores `discriminator` and `d_tx`.
+    """
+
+    def create_train_state(config, generator, discriminator, g_tx, d_tx, mesh) -> GANTrainState:
+        """The initial state of `generator` and `g_tx`, replicated over `mesh`; no discriminator."""
+        del discriminator, d_tx
+        return create_generator_state(config, generator, g_tx, mesh, *example_inputs(config))
+
+    return create_train_state
+
+
+def train_generator_only(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
+                         data: Datasets, recipe, features) -> GANTrainState:
+    """`run` for a recipe trained without a discriminator, in one phase.
+
+    `recipe` is its trainer module: `build_models`, `create_train_state` and
+    `Steps(config, generator, g_tx, features)` with `train_step` and `predict`.
+    """
+    generator, _ = recipe.build_models(config)
+    g_tx = create_optimizer(config.g_optimizer)
+    state = recipe.create_train_state(config, generator, None, g_tx, None, mesh)
+    steps = recipe.Steps(config, generator, g_tx, features)
+    return run(
+        config,
+        workdir,
+        mesh,
+        data,
+        state,
+        phase_for_step=lambda step: SINGLE_PHASE,
+        step_fns={SINGLE_PHASE: steps.train_step},
+        predict=steps.predict,
+    )
+
+
 def prepare_workdir(workdir: str | os.PathLike) -> str:
     """Creates `workdir` if needed and checks that it is writable."""
     workdir = os.path.abspath(os.path.expanduser(os.fspath(workdir)))

@@ -35,6 +35,7 @@ unchanged. The loss helpers (`FeatureExtractor`, `reconstruction_terms`,
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +47,6 @@ from inpaint_jax.models import dfnet, vgg
 from inpaint_jax.trainers import common
 from inpaint_jax.trainers.common import GANTrainState
 
-PHASE = "train"  # the recipe's only phase.
 VGG_DEPTH = 16  # perceptual and style features come from VGG-16 (released code).
 # config.loss field holding the weight of each loss term.
 TERM_WEIGHTS = {
@@ -183,19 +183,13 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[dfnet.DFNet, None]:
     return generator, None
 
 
-def create_train_state(
-    config, generator, discriminator, g_tx, d_tx, mesh: jax.sharding.Mesh
-) -> GANTrainState:
-    """Initialises DFNet and its optimizer, replicated over `mesh`; the discriminator part is empty.
-
-    Takes (and ignores) `discriminator` and `d_tx` so that every recipe's
-    create_train_state has one signature.
-    """
-    del discriminator, d_tx
+def example_inputs(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+    """A zero image and mask of one training crop, to initialise the network."""
     size = config.data.crop_size
-    image = jnp.zeros((1, size, size, 3), jnp.float32)
-    mask = jnp.zeros((1, size, size, 1), jnp.float32)
-    return common.create_generator_state(config, generator, g_tx, mesh, image, mask)
+    return jnp.zeros((1, size, size, 3), jnp.float32), jnp.zeros((1, size, size, 1), jnp.float32)
+
+
+create_train_state = common.generator_only_recipe_state(example_inputs)
 
 
 class Steps:
@@ -252,17 +246,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANTr
     workdir = common.prepare_workdir(workdir)
     mesh = parallel.create_mesh()
     data = common.create_datasets(config, mesh)
-    generator, _ = build_models(config)
-    g_tx = common.create_optimizer(config.g_optimizer)
-    state = create_train_state(config, generator, None, g_tx, None, mesh)
-    steps = Steps(config, generator, g_tx, features)
-    return common.run(
-        config,
-        workdir,
-        mesh,
-        data,
-        state,
-        phase_for_step=lambda step: PHASE,
-        step_fns={PHASE: steps.train_step},
-        predict=steps.predict,
-    )
+    return common.train_generator_only(config, workdir, mesh, data, sys.modules[__name__], features)

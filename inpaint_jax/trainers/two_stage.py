@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +37,6 @@ from inpaint_jax.models import refinement
 from inpaint_jax.trainers import common, dfnet
 from inpaint_jax.trainers.common import GANTrainState
 
-PHASE = "train"  # the recipe's only phase.
 CACHE_FORMAT_VERSION = 1  # bump when what a cache entry holds changes.
 
 
@@ -57,18 +57,13 @@ def build_models(config: ml_collections.ConfigDict) -> tuple[refinement.Refineme
     return generator, None
 
 
-def create_train_state(
-    config, generator, discriminator, g_tx, d_tx, mesh: jax.sharding.Mesh
-) -> GANTrainState:
-    """Initialises the refinement network and Adam, replicated over `mesh`; no discriminator.
-
-    Takes (and ignores) `discriminator` and `d_tx` so that every recipe's
-    create_train_state has one signature.
-    """
-    del discriminator, d_tx
+def example_inputs(config: ml_collections.ConfigDict) -> tuple[jax.Array]:
+    """A zero 20-channel input of one training patch, to initialise the network."""
     size = config.data.crop_size
-    inputs = jnp.zeros((1, size, size, refinement.INPUT_CHANNELS), jnp.float32)
-    return common.create_generator_state(config, generator, g_tx, mesh, inputs)
+    return (jnp.zeros((1, size, size, refinement.INPUT_CHANNELS), jnp.float32),)
+
+
+create_train_state = common.generator_only_recipe_state(example_inputs)
 
 
 class Steps(dfnet.Steps):
@@ -196,17 +191,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> GANTr
     workdir = common.prepare_workdir(workdir)
     mesh = parallel.create_mesh()
     data = create_datasets(config, mesh, config.cache_dir or os.path.join(workdir, "coarse_cache"))
-    generator, _ = build_models(config)
-    g_tx = common.create_optimizer(config.g_optimizer)
-    state = create_train_state(config, generator, None, g_tx, None, mesh)
-    steps = Steps(config, generator, g_tx, features)
-    return common.run(
-        config,
-        workdir,
-        mesh,
-        data,
-        state,
-        phase_for_step=lambda step: PHASE,
-        step_fns={PHASE: steps.train_step},
-        predict=steps.predict,
-    )
+    return common.train_generator_only(config, workdir, mesh, data, sys.modules[__name__], features)
