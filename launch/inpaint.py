@@ -23,8 +23,10 @@ side; --postprocess blends the filled holes into their surroundings (GLCIC).
 the model of --content (the NPS content network, or any other model such as
 GLCIC) predicts the hole's content at 128 px, then the hole is optimised at
 three scales so that its VGG-19 feature patches (--vgg weights) match patches
-outside it. It takes minutes per 512 px image on a CPU; --nps_iterations
-trades quality for time. See inpaint_jax/nps.py.
+outside it. At the paper's setting (512 px image, 256 px hole, 3 x 100
+iterations) it takes about 17 minutes on 2 CPU cores (`python -m
+launch.benchmark nps`); --nps_iterations trades quality for time. See
+inpaint_jax/nps.py.
 
 --method=two_stage is two-stage high-resolution inpainting (Moskalenko et al.,
 2021) for large photos: the --coarse model fills the holes at 512 px (the

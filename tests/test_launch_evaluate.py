@@ -48,6 +48,18 @@ def test_checkpoint_and_baselines_on_the_checkpoints_eval_split(glcic_workdir, t
     assert ["all", model_name] in table_rows and ["all", "biharmonic"] in table_rows
 
 
+def test_a_fixed_size_context_encoder_is_scored_at_any_size(ce_workdir, photo_dir, tmp_path):
+    output = tmp_path / "eval"
+    run = _evaluate(f"--workdir={ce_workdir}", f"--images={photo_dir}", "--num_images=2",
+                    "--masks=center", "--resolution=96,160", f"--output={output}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((output / "results.json").read_text())
+    assert results["methods"] == ["context_encoder"] and results["sizes"] == [96, 160]
+    rows = [row for row in results["summary"] if row["bin"] == "all"]
+    assert [row["size"] for row in rows] == [96, 160]
+    assert all(0 < row["hole_l1"] < 1 for row in rows)
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
