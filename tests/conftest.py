@@ -1,4 +1,4 @@
-"""Test-wide settings: 8 fake CPU devices for sharding tests, quiet TensorFlow."""
+"""Test-wide settings: 8 fake CPU devices for sharding tests, quiet TensorFlow, fast compiles."""
 
 import os
 
@@ -8,6 +8,27 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 import pytest  # noqa: E402  (after the environment above is set)
+
+
+@pytest.fixture(autouse=True)
+def _fast_compile(request):
+    """Tests marked `fast_compile` compile without most XLA optimisations.
+
+    Their tiny networks run a few steps, so compiling dominates and XLA's
+    optimisation passes cost more than they save. Tests that run long
+    computations (NPS, thousands of steps in subprocesses) keep them.
+    """
+    if request.node.get_closest_marker("fast_compile") is None:
+        yield
+        return
+    import jax  # noqa: PLC0415  (after the environment above is set)
+
+    previous = jax.config.jax_disable_most_optimizations
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", previous)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ import pytest
 from inpaint_jax.models import context_encoder as ce
 from inpaint_jax.models.layers import InputShapeError
 
+pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
+
 NPS_OPTIONS = {"bottleneck": "dense", "encoder_activation": "elu", "decoder_activation": "elu"}
 
 

@@ -8,6 +8,8 @@ import pytest
 from inpaint_jax.models import dfnet
 from inpaint_jax.models.layers import InputShapeError, fill_holes
 
+pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
+
 # A 4-level, 1/8-width DFNet: size multiple 16, fusion blocks at levels 0-3.
 TINY = dict(encoder_kernels=(7, 5, 5, 3), fusion_levels=(0, 1, 2, 3), width_multiplier=0.125)
 

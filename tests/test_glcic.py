@@ -10,6 +10,8 @@ import pytest
 from inpaint_jax.models import glcic, layers
 from inpaint_jax.models.layers import InputShapeError
 
+pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
+
 # Paper Table 1: (kind, kernel, stride, dilation, output channels).
 PAPER_COMPLETION_TABLE = [
     ("conv", 5, 1, 1, 64),

@@ -10,6 +10,8 @@ import pytest
 from inpaint_jax.models import context_encoder, glcic, layers, pggan
 from inpaint_jax.models.layers import ConvNormAct, InputShapeError, LayerSpec
 
+pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
+
 
 def _image_and_mask(seed=0, shape=(2, 8, 12)):
     rng = np.random.default_rng(seed)

@@ -12,6 +12,8 @@ from inpaint_jax.models import layers, pggan
 from inpaint_jax.models.layers import InputShapeError
 from inpaint_jax.models.pggan import PGGANConfigError
 
+pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
+
 DRES_DILATIONS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 DRES_PARAMS = 11_386_563
 RES_PARAMS = 45_607_107

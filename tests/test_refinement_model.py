@@ -8,6 +8,8 @@ import pytest
 from inpaint_jax.models import refinement
 from inpaint_jax.models.layers import InputShapeError
 
+pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
+
 TINY = dict(encoder_kernels=(3, 3, 3), width_multiplier=0.125)  # size multiple 8
 
 

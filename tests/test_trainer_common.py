@@ -13,6 +13,8 @@ from inpaint_jax import inference
 from inpaint_jax.models import refinement
 from inpaint_jax.trainers import common
 
+pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
+
 # Recipes whose build_models reads config.compute_dtype.
 RECIPES = ("glcic", "pggan", "context_encoder", "dfnet", "two_stage")
 

@@ -14,6 +14,8 @@ from inpaint_jax import checkpointing, inference, parallel
 from inpaint_jax.models import context_encoder as ce
 from inpaint_jax.trainers import context_encoder as trainer
 
+pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
+
 
 def test_paper_defaults():
     config = ce_config.get_config()

@@ -16,6 +16,8 @@ from inpaint_jax.models import dfnet, vgg
 from inpaint_jax.trainers import common
 from inpaint_jax.trainers import dfnet as trainer
 
+pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
+
 
 @pytest.fixture(scope="module")
 def random_vgg16(tmp_path_factory):

@@ -20,6 +20,8 @@ from inpaint_jax.models import layers
 from inpaint_jax.trainers import common
 from inpaint_jax.trainers import glcic as trainer
 
+pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

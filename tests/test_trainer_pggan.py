@@ -14,6 +14,8 @@ from inpaint_jax import checkpointing, evaluation, inference, parallel
 from inpaint_jax.trainers import common
 from inpaint_jax.trainers import pggan as trainer
 
+pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
+
 
 def tiny_config(photo_dir, data_dir, **overrides):
     """runlocal shrunk to 1/8-width networks with 2 residual blocks."""

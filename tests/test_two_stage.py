@@ -23,6 +23,8 @@ from inpaint_jax.trainers import common
 from inpaint_jax.trainers import dfnet as dfnet_trainer
 from inpaint_jax.trainers import two_stage as trainer
 
+pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
+
 REPO = Path(__file__).resolve().parents[1]
 
 
