@@ -23,12 +23,13 @@ def _fast_compile(request):
         return
     import jax  # noqa: PLC0415  (after the environment above is set)
 
-    previous = jax.config.jax_disable_most_optimizations
-    jax.config.update("jax_disable_most_optimizations", True)
+    flag = "jax_disable_most_optimizations"
+    previous = jax.config.values[flag]
+    jax.config.update(flag, True)
     try:
         yield
     finally:
-        jax.config.update("jax_disable_most_optimizations", previous)
+        jax.config.update(flag, previous)
 
 
 @pytest.fixture(scope="session")
