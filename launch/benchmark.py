@@ -245,6 +245,7 @@ _NPS_ERRORS = (
 
 
 def main(argv):
+    """Runs the benchmark subcommand named in argv and writes its JSON."""
     if len(argv) != 2 or argv[1] not in SUBCOMMANDS:
         raise app.UsageError(f"give one subcommand: {', '.join(SUBCOMMANDS)} (got {argv[1:]})")
     subcommand = argv[1]

@@ -20,6 +20,7 @@ flags.mark_flags_as_required(["input", "output"])
 
 
 def main(argv):
+    """Converts the --input VGG weight file into the --output cache."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     if not os.path.isfile(_INPUT.value):

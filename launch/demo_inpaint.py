@@ -27,6 +27,7 @@ flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
+    """Inpaints the held-out demo photo with the --workdir checkpoint."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     photos = sample_photos.find_sample_photos()

@@ -155,6 +155,7 @@ def _load_model(path: str):
 
 
 def main(argv):
+    """Scores the checkpoint and baselines the flags name, at each --resolution."""
     _check_flag_combinations(argv)
     try:
         baselines = [evaluation.baseline(name) for name in _BASELINES.value]

@@ -238,6 +238,7 @@ def load_method():
 
 
 def main(argv):
+    """Inpaints the image(s) the flags name and writes the results."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     jobs = plan_jobs(_IMAGE.value, _MASK.value, _OUTPUT.value)

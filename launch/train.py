@@ -34,6 +34,7 @@ def _hide_orbax_info(record: logging.LogRecord) -> bool:
 
 
 def main(argv):
+    """Trains the --config model in --workdir, resuming from its last checkpoint."""
     absl_logging.get_absl_handler().addFilter(_hide_orbax_info)
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
