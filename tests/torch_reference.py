@@ -22,10 +22,19 @@ no-argument callables ready to be timed.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-import torch
+
+# The reference runs on the CPU and never needs Triton. CUDA builds of torch
+# (what pip installs on Python 3.12) import Triton when the first optimizer is
+# made, and Triton's LLVM segfaults in a process that has loaded TensorFlow
+# (tensorflow-datasets does). A `None` entry makes `import triton` fail cleanly,
+# so torch runs without it.
+sys.modules.setdefault("triton", None)
+
+import torch  # noqa: E402  (after Triton is ruled out)
 from torch import nn
 
 from inpaint_jax.models import glcic, layers
