@@ -315,16 +315,16 @@ def _trainer_name(config: ml_collections.ConfigDict, known: Sequence[str] = tupl
     return config.trainer
 
 
-def trainer_module(config: ml_collections.ConfigDict):
-    """The module of inpaint_jax.trainers that `config.trainer` names (a training benchmark's)."""
-    return importlib.import_module(f"inpaint_jax.trainers.{_trainer_name(config)}")
+def trainer_module(config: ml_collections.ConfigDict, known: Sequence[str] = tuple(TRAIN_PHASES),
+                   what: str = "training benchmark"):
+    """The module of inpaint_jax.trainers that `config.trainer` names, if it is one of `known`."""
+    return importlib.import_module(f"inpaint_jax.trainers.{_trainer_name(config, known, what)}")
 
 
 def _inference_trainer(config: ml_collections.ConfigDict):
     """The trainer module of a generator with an inference benchmark (INFERENCE_MODELS)."""
-    name = _trainer_name(config, INFERENCE_MODELS,
-                         "inference benchmark (fixed-size networks are not timed per size)")
-    return importlib.import_module(f"inpaint_jax.trainers.{name}")
+    return trainer_module(config, INFERENCE_MODELS,
+                          "inference benchmark (fixed-size networks are not timed per size)")
 
 
 # Passes of the BatchNorm calibration; the running statistics move 90% of the
@@ -377,25 +377,15 @@ def checkpoint_generator(
 
     compute_dtype: overrides the saved config's `compute_dtype` (see `benchmark_config`).
     """
-    directory = Path(workdir).expanduser() / "checkpoints"
-    if not directory.is_dir():
+    if not (Path(workdir).expanduser() / "checkpoints").is_dir():
         raise checkpointing.CheckpointNotFoundError(
             f"{workdir} has no checkpoints folder; pass the --workdir of a training run."
         )
-    with checkpointing.Checkpointer(directory, read_only=True) as checkpointer:
-        config = benchmark_config(
-            ml_collections.ConfigDict(checkpointer.read_config()), compute_dtype=compute_dtype
-        )
-        trainer = _inference_trainer(config)
-        generator, discriminator = trainer.build_models(config)
-        g_tx = common.create_optimizer(config.g_optimizer)
-        # Recipes without a discriminator (DFNet, two-stage) have no d_optimizer.
-        d_tx = common.create_optimizer(config.d_optimizer) if "d_optimizer" in config else None
-        mesh = parallel.create_mesh(jax.local_devices()[:1])
-        template = trainer.create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
-        state = checkpointer.restore(template).state
-    variables = {"params": state.g_params, "batch_stats": state.batch_stats["g"]}
-    return Generator(config.trainer, config, generator, variables)
+    network = inference.load_network(workdir)
+    config = benchmark_config(network.config, compute_dtype=compute_dtype)
+    # Parameters are float32 whatever the compute dtype, so the saved ones fit this module.
+    generator, _ = _inference_trainer(config).build_models(config)
+    return Generator(config.trainer, config, generator, network.variables)
 
 
 def benchmark_config(
@@ -841,9 +831,7 @@ def random_content_model(
     image, mask = inference_inputs(size, size, seed)
     init = jax.jit(functools.partial(generator.init, train=False))
     variables = init(jax.random.key(seed), image, mask)
-    return inference.InpaintingModel(
-        config.trainer, config, 0, size, generator, variables, input_size=size
-    )
+    return inference.wrap_generator(config.trainer, config, 0, generator, variables)
 
 
 def nps_inputs(size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -121,6 +121,7 @@ class InpaintingModel:
       input_size: the side of a fixed-size generator's square input, whose
         central half it predicts (the Context Encoder's 128); None for a
         fully convolutional generator.
+      variables: the generator's variables (params, batch_stats).
     """
 
     def __init__(self, name: str, config: ml_collections.ConfigDict, step: int,
@@ -137,7 +138,7 @@ class InpaintingModel:
         self.size_multiple = size_multiple
         self.input_size = input_size
         self._generator = generator
-        self._variables = variables
+        self.variables = variables
         self._compiled_shapes: list[tuple[int, int]] = []
         self._predict = jax.jit(self._traced_predict)
 
@@ -177,7 +178,7 @@ class InpaintingModel:
         target_height, target_width = padded_shape(height, width, self.size_multiple)
         padding = ((0, target_height - height), (0, target_width - width), (0, 0))
         prediction = self._predict(
-            self._variables, *(np.pad(x, padding, mode="reflect")[None] for x in inputs)
+            self.variables, *(np.pad(x, padding, mode="reflect")[None] for x in inputs)
         )
         prediction = np.asarray(prediction[0, :height, :width], dtype=np.float32)
         if not np.all(np.isfinite(prediction)):
@@ -242,6 +243,17 @@ def load_network(path) -> InpaintingModel:
         where = f"the checkpoint for step {step} in {directory}"
         name, config, generator, variables = _restore_generator(checkpointer, step, where)
     logger.info("Loaded the %s model of step %d from %s.", name, step, directory)
+    return wrap_generator(name, config, step, generator, variables)
+
+
+def wrap_generator(name: str, config: ml_collections.ConfigDict, step: int, generator,
+                   variables) -> InpaintingModel:
+    """An InpaintingModel of a generator module and its variables.
+
+    A generator with an `input_size` attribute is fixed-size (inpaints
+    through a window around the holes); any other is fully convolutional,
+    padded to its `size_multiple` (or its family's in FAMILY_SIZE_MULTIPLES).
+    """
     input_size = getattr(generator, "input_size", None)
     size_multiple = input_size or _size_multiple(name, generator)
     return InpaintingModel(name, config, step, size_multiple, generator, variables,

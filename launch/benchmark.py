@@ -234,12 +234,12 @@ def _nps():
     return results, settings, benchmarking.format_nps_table
 
 
-# Errors a user causes with nps's flags (weights, workdir, settings), reported as usage errors.
-_NPS_ERRORS = (
+# Errors a user causes with the flags (weights, workdirs, NPS settings), reported as usage errors.
+_FLAG_ERRORS = (
     vgg.MissingWeightsError,
     vgg.VGGWeightsError,
     inference.ModelLoadError,
-    FileNotFoundError,  # no such --content workdir, or no checkpoint in it
+    FileNotFoundError,  # no such --workdir / --content, or no checkpoint in it
     nps.NPSSettingsError,
 )
 
@@ -265,7 +265,7 @@ def main(argv):
                 results, settings, format_table = _data(data_dir)
             else:
                 results, settings, format_table = _nps()
-    except (benchmarking.BenchmarkError, InputShapeError, *_NPS_ERRORS) as error:
+    except (benchmarking.BenchmarkError, InputShapeError, *_FLAG_ERRORS) as error:
         raise app.UsageError(str(error)) from error
     settings.update(runs=_RUNS.value, warmup=_WARMUP.value, compare_torch=_COMPARE_TORCH.value)
     report = benchmarking.build_report(subcommand, settings, results, started)

@@ -71,26 +71,26 @@ def tiny_ce_config(photo_dir, data_dir, recipe="context_encoder", **overrides):
     return override(config, {**tiny_ce_overrides(photo_dir, data_dir), **overrides})
 
 
-def run_launch_train(config_file, workdir, overrides):
-    """Runs `python -m launch.train --config=config_file --workdir=workdir --config.k=v ...`.
+def launch_train_command(config_file, workdir, flags=(), devices=1):
+    """(argv, environment) of `python -m launch.train --config=... --workdir=... FLAGS`.
 
-    One CPU device, as a user's laptop has; returns the CompletedProcess.
+    Run from the repository root (`REPO`) on `devices` host CPU devices.
     """
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "launch.train",
-            f"--config={config_file}",
-            f"--workdir={workdir}",
-            *(f"--config.{key}={value}" for key, value in overrides.items()),
-        ],
-        cwd=REPO,
-        env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
+    argv = [sys.executable, "-m", "launch.train", f"--config={config_file}",
+            f"--workdir={workdir}", *flags]
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return argv, env
+
+
+def run_launch_train(config_file, workdir, overrides):
+    """Runs `launch.train` with `--config.k=v` overrides on one CPU device, as a laptop has.
+
+    Returns the CompletedProcess.
+    """
+    argv, env = launch_train_command(
+        config_file, workdir, [f"--config.{key}={value}" for key, value in overrides.items()]
     )
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 def override(config, overrides):

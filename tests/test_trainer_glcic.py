@@ -4,14 +4,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from helpers import override, recipe_steps, tiny_config
+from helpers import REPO, launch_train_command, override, recipe_steps, tiny_config
 
 from configs import glcic as glcic_config
 from inpaint_jax import checkpointing, losses, parallel
@@ -21,8 +20,6 @@ from inpaint_jax.trainers import common
 from inpaint_jax.trainers import glcic as trainer
 
 pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def config_flags(config, keys):
@@ -57,18 +54,11 @@ TINY_KEYS = [
 
 def run_train(config, workdir, devices=1, extra=(), **kwargs):
     """Runs `python -m launch.train` on `config` in a subprocess."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    cmd = [
-        sys.executable,
-        "-m",
-        "launch.train",
-        "--config=configs/glcic.py:runlocal",
-        f"--workdir={workdir}",
-        *config_flags(config, TINY_KEYS),
-        *extra,
-    ]
+    argv, env = launch_train_command(
+        "configs/glcic.py:runlocal", workdir, [*config_flags(config, TINY_KEYS), *extra], devices
+    )
     return subprocess.Popen(
-        cmd,
+        argv,
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
