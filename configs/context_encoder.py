@@ -47,10 +47,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.crop_size = 128  # side of the square training crops (fixed by the network: 128).
     config.data.resize_range = (350, 350)  # shortest side resized to 350 (loadSize=350).
     config.mask.kind = "center"  # the centred square hole.
-    config.mask.local_size = 64  # side of the window masks report (unused by the Context Encoder).
     config.mask.params.hole_size = 56 / 128  # the 64 px centre less the 4 px overlap border.
 
-    config.model = ml_collections.ConfigDict()
+    config.model = common.model_config("context_encoder")
     config.model.bottleneck = "channelwise"  # channelwise (paper) or dense (standard FC, NPS).
     config.model.encoder_activation = "leaky_relu"  # encoder and bottleneck (paper: LeakyReLU 0.2).
     config.model.decoder_activation = "relu"  # decoder (paper: ReLU); leaky_relu, relu or elu.
@@ -65,8 +64,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.gan = "bce"  # adversarial loss: bce (paper), hinge or lsgan.
 
     # train.lua: Adam with beta1 0.5; lr 2e-4, times 10 for the generator when 0 < wtl2 < 1.
-    config.g_optimizer = common.optimizer("adam", learning_rate=2e-3, b1=0.5)
-    config.d_optimizer = common.optimizer("adam", learning_rate=2e-4, b1=0.5)
+    config.g_optimizer = common.adam(learning_rate=2e-3, b1=0.5)
+    config.d_optimizer = common.adam(learning_rate=2e-4, b1=0.5)
 
     config.global_batch_size = 64  # images per step over all devices (train.lua: 64).
     config.completion_steps = 0  # reconstruction-only warm-up steps (paper: none).

@@ -52,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.resize_range = (512, 512)  # shortest side resized to 512, then cropped.
     config.mask.kind = "free_form"  # irregular holes (not stated: paper's irregular mask set).
 
-    config.model = ml_collections.ConfigDict()
+    config.model = common.model_config("dfnet")
     config.model.encoder_kernels = (7, 5, 5, 3, 3, 3, 3, 3)  # one stride-2 conv each (released).
     config.model.fusion_levels = (0, 1, 2, 3, 4, 5)  # decoder levels with a fusion block.
     config.model.alpha_channels = 3  # alpha maps per fusion block: 3 (released) or 1.
@@ -71,9 +71,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.texture_levels = (0, 1, 2)  # outputs with perceptual, style and TV terms.
     config.loss.vgg_taps = ("pool1", "pool2", "pool3")  # VGG-16 features compared (released).
 
-    config.g_optimizer = common.optimizer("adam", learning_rate=2e-4, b1=0.9)  # released: Adam.
-    config.lr_decay_every_steps = 187_500  # divide the learning rate every 5 epochs of 37,500.
-    config.lr_decay_factor = 0.1  # by 10 (released); lr_decay_every_steps=0 keeps it constant.
+    # Released: Adam(2e-4), the rate divided by 10 every 5 epochs of 37,500 steps.
+    config.g_optimizer = common.adam(learning_rate=2e-4, b1=0.9, decay_every_steps=187_500,
+                                     decay_factor=0.1)
 
     config.global_batch_size = 48  # images per step over all devices (not stated, see above).
     config.total_steps = 750_000  # 20 epochs of 37,500 steps (released).
@@ -84,7 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.encoder_kernels = (7, 5, 5, 3, 3, 3)  # 6 levels: 64 px crops.
         config.loss.perceptual_weight = 0.0  # offline: no VGG weights, see the docstring.
         config.loss.style_weight = 0.0
-        config.lr_decay_every_steps = 0
+        config.g_optimizer.decay_every_steps = 0
     elif arg:
         raise ValueError(f"Unknown config variant {arg!r} for dfnet.py; use 'runlocal' or nothing.")
     return config

@@ -39,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.mask.kind = "glcic"  # one rectangle, sides in [96, 128] px on a 256 px crop (paper).
     config.mask.local_size = 128  # side of the local-discriminator window (paper: 128).
 
-    config.model = ml_collections.ConfigDict()
+    config.model = common.model_config("glcic")
     config.model.fill_value = (
         0.4588,
         0.4412,
@@ -50,12 +50,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict()
     config.loss.reconstruction = "mse"  # reconstruction loss on the hole: mse (paper) or l1.
     config.loss.reconstruction_weight = 1.0  # weight of the reconstruction term (paper: 1).
-    config.loss.alpha = 0.0004  # weight of the adversarial term in the joint loss (paper: 0.0004).
+    config.loss.adversarial_weight = 0.0004  # the paper's alpha: GAN term's weight (0.0004).
     config.loss.gan = "bce"  # adversarial loss: bce (paper), hinge or lsgan.
 
     # Adadelta (paper) with Torch7's defaults, which GLCIC used: rho 0.9, eps 1e-6.
-    config.g_optimizer = common.optimizer("adadelta", learning_rate=1.0, b1=0.9, eps=1e-6)
-    config.d_optimizer = common.optimizer("adadelta", learning_rate=1.0, b1=0.9, eps=1e-6)
+    config.g_optimizer = common.adadelta(learning_rate=1.0, rho=0.9, eps=1e-6)
+    config.d_optimizer = common.adadelta(learning_rate=1.0, rho=0.9, eps=1e-6)
 
     config.global_batch_size = 96  # images per step over all devices (paper: 96).
     config.completion_steps = 90_000  # T_C: completion network alone with the reconstruction loss.

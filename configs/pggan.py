@@ -41,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.resize_range = (256, 256)  # shortest side resized to 256, then cropped.
     config.mask.kind = "glcic"  # one random rectangle, sides 3/8-1/2 of the crop.
 
-    config.model = ml_collections.ConfigDict()
+    config.model = common.model_config("pggan")
     config.model.preset = "PGGAN-DRes"  # generator: PGGAN-DRes (paper's best) or PGGAN-Res.
     config.model.num_blocks = 9  # residual blocks (not stated; CycleGAN's 9).
     config.model.dilation_position = "first"  # dilated conv first or second in each residual block.
@@ -54,17 +54,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict()
     config.loss.reconstruction = "l1"  # reconstruction loss on the hole (paper: L1).
     config.loss.reconstruction_weight = 0.995  # weight of the L1 term (paper: 0.995).
-    config.loss.global_weight = 0.0025  # weight of the G-GAN adversarial term (paper: 0.0025).
-    config.loss.patch_weight = 0.0025  # weight of the PatchGAN adversarial term (paper: 0.0025).
+    config.loss.global_adversarial_weight = 0.0025  # weight of the G-GAN term (paper: 0.0025).
+    config.loss.patch_adversarial_weight = 0.0025  # weight of the PatchGAN term (paper: 0.0025).
     config.loss.gan = "bce"  # adversarial loss: bce (paper), hinge or lsgan.
 
     # Not stated by the paper: pix2pix's Adam(2e-4, beta1 0.5).
-    config.g_optimizer = common.optimizer("adam", learning_rate=2e-4, b1=0.5)
-    config.d_optimizer = common.optimizer("adam", learning_rate=2e-4, b1=0.5)
+    config.g_optimizer = common.adam(learning_rate=2e-4, b1=0.5)
+    config.d_optimizer = common.adam(learning_rate=2e-4, b1=0.5)
 
     config.global_batch_size = 16  # images per step over all devices (not stated).
     config.completion_steps = 0  # reconstruction-only warm-up steps (paper: none).
-    config.discriminator_steps = 0  # discriminator-only steps (unused by PGGAN's schedule).
     config.total_steps = 200_000  # total steps (not stated).
     config.eval.global_batch_size = 16  # images per evaluation step over all devices.
 

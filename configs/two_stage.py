@@ -1,7 +1,7 @@
 """Two-stage high-resolution inpainting (Moskalenko, Erofeev & Vatolin, 2021): the refinement network.
 
 A trained coarse model (GLCIC, PGGAN, DFNet, ... of this project; its
-workdir in --config.coarse.workdir) completes each training image at 512 px;
+workdir in --config.coarse_workdir) completes each training image at 512 px;
 the result, scaled up and merged with the known pixels, is cached once per
 image and mask. The refinement network learns from random patches of the
 full-resolution 20-channel input (merged image, four copies shifted by 20%
@@ -23,7 +23,7 @@ Run (a DFNet trained on Places365 as the coarse model; Places365-Standard
 high-resolution photos in MANUAL_DIR):
 
   python -m launch.train --config=configs/two_stage.py --workdir=/tmp/refine \
-      --config.coarse.workdir=/tmp/dfnet --config.data.manual_dir=/path/to/places365 \
+      --config.coarse_workdir=/tmp/dfnet --config.data.manual_dir=/path/to/places365 \
       --config.vgg_path=DIR/vgg16.npz
 
 Cost: the cache stores 7 bytes per pixel per (image, mask), and building it
@@ -57,21 +57,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.name = "places365_hr"  # Places365-Standard, high resolution (not stated).
     config.data.eval_split = "validation"  # places365_hr's held-out split.
     config.data.crop_size = 256  # side of the training patches (not stated; a U-Net multiple).
-    config.data.resize_range = ()  # unused: images keep their resolution (see data.max_side).
     config.data.max_side = 0  # longer side images are scaled down to first (0 = full resolution).
     config.mask.kind = "free_form"  # holes drawn at each image's full size (not stated).
 
-    config.coarse = ml_collections.ConfigDict()
-    config.coarse.workdir = ""  # workdir (or checkpoint) of the trained coarse model (required).
-    config.coarse.size = 512  # longer side the coarse model works at (paper: 512).
-    config.shift_fraction = 0.2  # shift of the four copies, fraction of the image side (paper).
+    config.coarse_workdir = ""  # workdir (or checkpoint) of the trained coarse model (required).
     config.patch_hole_range = (0.1, 0.9)  # hole fraction every training patch has (paper).
     config.masks_per_image = 1  # cached masks (and coarse completions) per image (not stated).
     config.cache_dir = ""  # where coarse completions are cached ("" = WORKDIR/coarse_cache).
 
-    config.model = ml_collections.ConfigDict()
+    config.model = common.model_config("refinement")
     config.model.encoder_kernels = (7, 5, 5, 3, 3, 3, 3, 3)  # U-Net levels (not stated: DFNet's).
     config.model.width_multiplier = 1.0  # channel multiplier of the U-Net.
+    config.model.coarse_size = 512  # longer side the coarse model works at (paper: 512).
+    config.model.shift_fraction = 0.2  # shift of the four copies, fraction of the side (paper).
 
     config.vgg_path = ""  # VGG-16 weights (.npz/.pth/.h5) for the perceptual and style terms.
 
@@ -83,9 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.tv_weight = 0.1  # weight of TV over pixel pairs touching the hole (DFNet's).
     config.loss.vgg_taps = ("pool1", "pool2", "pool3")  # VGG-16 features compared (DFNet's).
 
-    config.g_optimizer = common.optimizer("adam", learning_rate=2e-4, b1=0.9)  # not stated.
-    config.lr_decay_every_steps = 0  # steps between learning-rate divisions (0 = constant).
-    config.lr_decay_factor = 0.1  # factor applied every lr_decay_every_steps.
+    config.g_optimizer = common.adam(learning_rate=2e-4, b1=0.9)  # not stated.
 
     config.global_batch_size = 16  # patches per step over all devices (not stated).
     config.total_steps = 200_000  # training steps (not stated).
@@ -93,10 +89,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if arg == "runlocal":
         common.runlocal(config, crop_size=64, total_steps=300, width_multiplier=0.25)
-        config.data.resize_range = ()
         config.data.max_side = 256
-        config.coarse.workdir = "/tmp/inpaint_jax_demo"  # where `make demo` trains GLCIC.
-        config.coarse.size = 64
+        config.coarse_workdir = "/tmp/inpaint_jax_demo"  # where `make demo` trains GLCIC.
+        config.model.coarse_size = 64
         config.masks_per_image = 4
         config.model.encoder_kernels = (7, 5, 5, 3, 3, 3)  # 6 levels: 64 px patches.
         config.loss.perceptual_weight = 0.0  # offline: no VGG weights, see the docstring.

@@ -1,11 +1,16 @@
 """Checkpoints and preemption: the one module that talks to orbax.
 
-A checkpoint step directory holds three items:
+A checkpoint step directory holds these items:
 
 * ``state``: the whole training-state pytree (parameters, optimiser states,
   BatchNorm statistics, step, typed PRNG key), written by orbax's
   ``StandardCheckpointHandler``. Typed keys (``jax.random.key``) are stored as
   their key data and re-wrapped on restore.
+* ``generator`` and ``model_config``: the generator alone (its variables
+  ``{"params", "batch_stats"}``) and the model config that rebuilds it
+  (``model_config/model_config.json``, see ``inpaint_jax.models.build``).
+  This is all that inference, export and the editor read; a model imported
+  from another framework's weights is a checkpoint with only these two.
 * ``config``: the run's config as JSON (``config/config.json``, written by
   process 0).
 * ``data_state``: the data iterator's position. Every process reads its own
@@ -43,6 +48,8 @@ from jax.experimental import multihost_utils
 _STATE = "state"
 _CONFIG = "config"
 _DATA_STATE = "data_state"
+_GENERATOR = "generator"
+_MODEL_CONFIG = "model_config"
 _MAX_LISTED_DIFFERENCES = 8
 
 
@@ -56,6 +63,10 @@ class CheckpointNotFoundError(FileNotFoundError):
 
 class CheckpointDirectoryError(ValueError):
     """The checkpoint directory cannot be created or written to."""
+
+
+class NoGeneratorError(CheckpointNotFoundError):
+    """The checkpoint predates generator checkpoints: it holds no generator of its own."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,13 +149,21 @@ class Checkpointer:
         """True if `step` is on the save interval and newer than the latest checkpoint."""
         return self._manager.should_save(int(step))
 
-    def save(self, step: int, state, *, data_state: bytes | Mapping | None = None,
+    def save(self, step: int, state=None, *, generator: Mapping | None = None,
+             model_config: Mapping | None = None, data_state: bytes | Mapping | None = None,
              config: Mapping | None = None, force: bool = False) -> bool:
         """Saves a checkpoint for `step` if :meth:`should_save` says so or `force` is set.
 
+        All items of one step are written together and appear at once (see
+        the module docstring).
+
         Args:
           step: the training step the checkpoint belongs to.
-          state: the training-state pytree.
+          state: the training-state pytree, or None for a checkpoint of the
+            generator alone (an imported model).
+          generator: the generator's variables ``{"params", "batch_stats"}``.
+          model_config: the model config that rebuilds the generator, as a
+            JSON-serialisable dict; required with `generator`.
           data_state: this process's data-iterator state (``iterator.get_state()``):
             bytes or a JSON-serialisable dict.
           config: the run's config as a JSON-serialisable dict (``config.to_dict()``).
@@ -163,7 +182,16 @@ class Checkpointer:
             return False
         if not force and not self.should_save(step):
             return False
-        items = {_STATE: ocp.args.StandardSave(state)}
+        if (generator is None) != (model_config is None):
+            raise ValueError("save the generator together with its model config (both or neither).")
+        if state is None and generator is None:
+            raise ValueError("a checkpoint needs a training state, a generator or both.")
+        items = {}
+        if state is not None:
+            items[_STATE] = ocp.args.StandardSave(state)
+        if generator is not None:
+            items[_GENERATOR] = ocp.args.StandardSave(generator)
+            items[_MODEL_CONFIG] = ocp.args.JsonSave(_json_copy(model_config, "model config"))
         if config is not None:
             items[_CONFIG] = ocp.args.JsonSave(_json_copy(config, "config"))
         if data_state is not None:
@@ -187,7 +215,7 @@ class Checkpointer:
             before any array is read; the checkpoint is left untouched.
         """
         step = self._resolve_step(step)
-        where = f"checkpoint for step {step} in {self._directory}"
+        where = self._where(step)
         saved_items = self._manager.item_metadata(step)
         if saved_items.get(_STATE) is None:
             raise CheckpointMismatchError(
@@ -215,21 +243,85 @@ class Checkpointer:
             step=step, state=restored[_STATE], config=json_values.get(_CONFIG),
             data_state=None if data_state is None else _decode_data_state(data_state))
 
-    def read_config(self, step: int | None = None) -> dict:
-        """The config saved with the checkpoint at `step` (default: the latest), as a dict.
+    def read_config(self, step: int | None = None) -> dict | None:
+        """The training config saved with the checkpoint at `step` (default: the latest).
 
-        Reads only the JSON config, not the state, so callers can build the
-        template for :meth:`restore` from it.
+        A dict, or None for a checkpoint without one (an imported model).
+        Reads only the JSON, not the state.
 
         Raises:
-          CheckpointNotFoundError: no such step, or it holds no config.
+          CheckpointNotFoundError: no such step.
         """
         step = self._resolve_step(step)
-        where = f"checkpoint for step {step} in {self._directory}"
-        if _CONFIG not in self._manager.item_metadata(step):
-            raise CheckpointNotFoundError(
-                f"The {where} holds no config; it was not written by an inpaint_jax trainer.")
-        return self._restore_json(step, [_CONFIG], where)[_CONFIG]
+        if _CONFIG not in self._saved_items(step):
+            return None
+        return self._restore_json(step, [_CONFIG], self._where(step))[_CONFIG]
+
+    def read_model_config(self, step: int | None = None) -> dict:
+        """The model config saved with the generator of checkpoint `step` (default: the latest).
+
+        Raises:
+          CheckpointNotFoundError: no such step.
+          NoGeneratorError: the checkpoint holds no generator (written before
+            generator checkpoints existed).
+        """
+        step = self._check_generator(step)
+        return self._restore_json(step, [_MODEL_CONFIG], self._where(step))[_MODEL_CONFIG]
+
+    def restore_generator(self, template, step: int | None = None):
+        """The generator's variables of checkpoint `step` (default: the latest), in `template`'s layout.
+
+        `template` is shaped like ``{"params", "batch_stats"}`` of the network
+        its model config builds (arrays or ShapeDtypeStructs, with shardings).
+
+        Raises:
+          CheckpointNotFoundError, NoGeneratorError: as `read_model_config`.
+          CheckpointMismatchError: the saved variables differ from `template`
+            in structure, shapes or dtypes (checked before any array is read).
+        """
+        step = self._check_generator(step)
+        where = self._where(step)
+        _check_matches(self._manager.item_metadata(step)[_GENERATOR].tree, template,
+                       f"generator of the {where}")
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{_GENERATOR: ocp.args.StandardRestore(target)}))
+        return restored[_GENERATOR]
+
+    def read_saved_state(self, step: int | None = None):
+        """The training state of checkpoint `step` as saved, without a template.
+
+        For reading checkpoints whose code is gone (`legacy.convert`): the
+        tree and shapes come from the saved metadata, every array lands on
+        the first local device, a typed PRNG key comes back as its key data.
+        """
+        step = self._resolve_step(step)
+        if _STATE not in self._saved_items(step):
+            raise CheckpointNotFoundError(f"The {self._where(step)} holds no training state.")
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+            self._manager.item_metadata(step)[_STATE].tree)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(target)}))
+        return restored[_STATE]
+
+    def _check_generator(self, step: int | None) -> int:
+        step = self._resolve_step(step)
+        if _GENERATOR not in self._saved_items(step):
+            raise NoGeneratorError(
+                f"The {self._where(step)} holds no generator of its own: it was written by "
+                "inpaint_jax before checkpoints held one. Convert the run once with `python -m "
+                f"launch.convert_checkpoint --input={self._directory.parent} --output=NEW_DIR` "
+                "and use NEW_DIR.")
+        return step
+
+    def _saved_items(self, step: int) -> set[str]:
+        """Names of the items saved in checkpoint `step` (its item subdirectories)."""
+        return {path.name for path in (self._directory / str(step)).iterdir() if path.is_dir()}
+
+    def _where(self, step: int) -> str:
+        return f"checkpoint for step {step} in {self._directory}"
 
     def wait_until_finished(self) -> None:
         """Blocks until a background save has been written and committed."""
@@ -283,6 +375,8 @@ def _handler_registry() -> ocp.handlers.CheckpointHandlerRegistry:
     return ocp.handlers.create_default_handler_registry(**{
         _STATE: ocp.handlers.StandardCheckpointHandler(),
         _CONFIG: ocp.handlers.JsonCheckpointHandler("config.json"),
+        _GENERATOR: ocp.handlers.StandardCheckpointHandler(),
+        _MODEL_CONFIG: ocp.handlers.JsonCheckpointHandler("model_config.json"),
         _DATA_STATE: ocp.handlers.JsonCheckpointHandler(
             process_file, multiprocessing_options=every_process_writes),
     })

@@ -1,4 +1,4 @@
-"""Inpainting images of any size with a trained checkpoint.
+"""Inpainting images of any size with a trained or imported model.
 
     model = inference.load_model("/tmp/glcic")           # a workdir
     result = inference.inpaint(model, image, mask)       # numpy in, numpy out
@@ -25,6 +25,10 @@ its down-sampling factor:
 * With `max_size`, larger images are run at a reduced size and only the
   prediction is scaled back up; see `inpaint`.
 
+Loading reads only the generator a checkpoint holds beside the training
+state and its model config (`checkpointing`), and builds the network with
+`models.build`: no optimizer, no trainer, no data pipeline.
+
 Fixed-size generators (an `input_size` attribute: the Context Encoder and the
 NPS content network take 128x128 images and predict their 64x64 centre) see a
 square window around the bounding box of all holes instead, as in training:
@@ -37,9 +41,9 @@ central half is scaled back (bicubic, clipped) over the window's central half
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
@@ -47,18 +51,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from inpaint_jax import checkpointing, image_io, parallel, windows
+from inpaint_jax import checkpointing, image_io, models, windows
 from inpaint_jax import postprocess as postprocessing
-from inpaint_jax.models import glcic, layers
+from inpaint_jax.models import layers
 
 logger = logging.getLogger(__name__)
-
-# Input height and width multiples of the generators that do not declare
-# their own `size_multiple` attribute, by trainer family.
-FAMILY_SIZE_MULTIPLES = {"glcic": glcic.COMPLETION_SIZE_MULTIPLE}
-
-# What a trainer module must provide for its checkpoints to be loaded here.
-_TRAINER_FUNCTIONS = ("build_models", "create_train_state")
 
 # Holes covering more than this fraction of the image suggest an inverted mask.
 INVERTED_MASK_FRACTION = 0.5
@@ -110,12 +107,14 @@ def check_image(image) -> np.ndarray:
 
 
 class InpaintingModel:
-    """A trained generator, callable on one image of any size.
+    """A generator with its variables, callable on one image of any size.
 
     Attributes:
-      name: the trainer family, e.g. "glcic".
-      config: the config the checkpoint was trained with.
-      step: the training step of the checkpoint.
+      name: the model family (`model_config.family`), e.g. "glcic".
+      model_config: the model config the generator was built from.
+      training_config: the config it was trained with, or None (a model
+        imported from released weights).
+      step: the training step of the checkpoint (0 for imported models).
       size_multiple: the generator's input sides must be multiples of this
         (handled here by padding); a fixed-size generator's input size.
       input_size: the side of a fixed-size generator's square input, whose
@@ -124,19 +123,20 @@ class InpaintingModel:
       variables: the generator's variables (params, batch_stats).
     """
 
-    def __init__(self, name: str, config: ml_collections.ConfigDict, step: int,
-                 size_multiple: int, generator, variables, *, input_size: int | None = None):
-        self.name = name
-        self.config = config
+    def __init__(self, model_config: Mapping, generator, variables, *, step: int = 0,
+                 training_config: ml_collections.ConfigDict | None = None):
+        self.model_config = models.as_model_config(model_config)
+        self.name = models.family(self.model_config)
+        self.training_config = training_config
         self.step = step
-        if input_size is not None and input_size % windows.SIDE_MULTIPLE:
+        self.input_size = getattr(generator, "input_size", None)
+        if self.input_size is not None and self.input_size % windows.SIDE_MULTIPLE:
             raise ModelLoadError(
-                f"the fixed-size {name} generator takes {input_size}x{input_size} inputs; "
-                f"inference needs a multiple of {windows.SIDE_MULTIPLE} to place the holes in "
-                "its central half"
+                f"the fixed-size {self.name} generator takes {self.input_size}x{self.input_size} "
+                f"inputs; inference needs a multiple of {windows.SIDE_MULTIPLE} to place the "
+                "holes in its central half"
             )
-        self.size_multiple = size_multiple
-        self.input_size = input_size
+        self.size_multiple = self.input_size or generator.size_multiple
         self._generator = generator
         self.variables = variables
         self._compiled_shapes: list[tuple[int, int]] = []
@@ -207,30 +207,35 @@ class InpaintingModel:
 
 
 def load_model(path):
-    """Loads a checkpoint as an (image, mask) -> prediction model on the first local device.
+    """Loads a workdir or checkpoint as an (image, mask) -> prediction model.
 
-    For most recipes this is `load_network(path)`. A recipe whose network
-    needs more around it (the two-stage refinement network needs its coarse
-    model) defines `inference_model(network) -> model` in its trainer module,
-    and gets that. Raises what `load_network` raises.
+    For most families this is `load_network(path)`. A two-stage refinement
+    network needs its coarse model around it: it comes back as the
+    `two_stage.TwoStageModel` of the coarse model it was trained with. Raises
+    what `load_network` raises.
     """
+    from inpaint_jax import two_stage  # noqa: PLC0415  (two_stage builds on this module)
+
     network = load_network(path)
-    wrap = getattr(_trainer_module(network.name, f"{path}"), "inference_model", None)
-    return network if wrap is None else wrap(network)
+    if network.name != two_stage.REFINEMENT_FAMILY:
+        return network
+    return two_stage.from_refinement(network)
 
 
 def load_network(path) -> InpaintingModel:
     """Loads the generator of a checkpoint for inference on the first local device.
 
-    `path` is a training workdir (its newest checkpoint is used), its
-    ``checkpoints`` directory, or one checkpoint step directory
-    (``<workdir>/checkpoints/<step>``). The checkpoint is opened read-only, so
-    this is safe while training still writes to it.
+    `path` is a workdir (its newest checkpoint is used), its ``checkpoints``
+    directory, or one checkpoint step directory (``<workdir>/checkpoints/<step>``),
+    of a training run or of imported weights. The checkpoint is opened
+    read-only, so this is safe while training still writes to it.
 
     Raises:
-      FileNotFoundError: `path` does not exist or holds no checkpoint.
-      ModelLoadError: the checkpoint's config names an unknown trainer or
-        cannot be used, or its saved state does not fit that config.
+      FileNotFoundError: `path` does not exist or holds no checkpoint; a
+        `checkpointing.NoGeneratorError` (naming the conversion command) for
+        checkpoints written before they held the generator alone.
+      ModelLoadError: the model config cannot be built, or the saved
+        variables do not fit the network it describes.
     """
     directory, step = _checkpoint_location(Path(path).expanduser())
     with checkpointing.Checkpointer(directory, read_only=True) as checkpointer:
@@ -241,55 +246,63 @@ def load_network(path) -> InpaintingModel:
                 "checkpoints directory or one of its step directories"
             )
         where = f"the checkpoint for step {step} in {directory}"
-        name, config, generator, variables = _restore_generator(checkpointer, step, where)
-    logger.info("Loaded the %s model of step %d from %s.", name, step, directory)
-    return wrap_generator(name, config, step, generator, variables)
+        model_config = _read_json(checkpointer.read_model_config, step, where, "model config")
+        training_config = _read_json(checkpointer.read_config, step, where, "config")
+        generator, variables = _restore_generator(checkpointer, step, model_config, where)
+    logger.info("Loaded the %s model of step %d from %s.", model_config.family, step, directory)
+    return InpaintingModel(model_config, generator, variables, step=step,
+                           training_config=training_config)
 
 
-def wrap_generator(name: str, config: ml_collections.ConfigDict, step: int, generator,
-                   variables) -> InpaintingModel:
-    """An InpaintingModel of a generator module and its variables.
-
-    A generator with an `input_size` attribute is fixed-size (inpaints
-    through a window around the holes); any other is fully convolutional,
-    padded to its `size_multiple` (or its family's in FAMILY_SIZE_MULTIPLES).
-    """
-    input_size = getattr(generator, "input_size", None)
-    size_multiple = input_size or _size_multiple(name, generator)
-    return InpaintingModel(name, config, step, size_multiple, generator, variables,
-                           input_size=input_size)
-
-
-def _restore_generator(checkpointer: checkpointing.Checkpointer, step: int, where: str):
-    """(family name, config, generator module, generator variables) of checkpoint `step`."""
+def _read_json(read, step: int, where: str, what: str) -> ml_collections.ConfigDict | None:
+    """`read(step)` (a dict or None) as a ConfigDict; a damaged file is a ModelLoadError."""
     try:
-        config = ml_collections.ConfigDict(checkpointer.read_config(step))
+        value = read(step)
+        return None if value is None else ml_collections.ConfigDict(value)
     except (TypeError, ValueError) as error:
         raise ModelLoadError(
-            f"cannot read the config saved with {where} ({type(error).__name__}: {error}); "
-            "its config/config.json is damaged"
+            f"cannot read the {what} saved with {where} ({type(error).__name__}: {error}); "
+            "its JSON file is damaged"
         ) from error
-    name = config.get("trainer")
-    trainer = _trainer_module(name, where)
+
+
+def _restore_generator(checkpointer: checkpointing.Checkpointer, step: int,
+                       model_config: ml_collections.ConfigDict, where: str):
+    """(generator module, its variables on the first local device) of checkpoint `step`."""
     try:
-        generator, discriminator = trainer.build_models(config)
-        template = _state_template(trainer, config, generator, discriminator)
+        generator = models.build(model_config).generator
+        multiple = getattr(generator, "size_multiple", 1)
+        inputs = models.example_inputs(model_config, -(-_TEMPLATE_SIDE // multiple) * multiple)
+        shapes = jax.eval_shape(lambda: generator.init(jax.random.key(0), *inputs.generator,
+                                                       train=False))
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ModelLoadError(
-            f"cannot build the {name} model that {where} describes: {type(error).__name__}: "
-            f"{error}. Its config/config.json may be from another version of inpaint_jax "
+            f"cannot build the model that {where} describes: {type(error).__name__}: {error}. "
+            "Its model_config/model_config.json may be from another version of inpaint_jax "
             "or edited by hand."
         ) from error
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    template = {
+        "params": shapes["params"],
+        "batch_stats": shapes.get("batch_stats", {}),
+    }
+    template = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                              sharding=sharding), template)
     try:
-        restored = checkpointer.restore(template, step)
+        variables = checkpointer.restore_generator(template, step)
     except checkpointing.CheckpointMismatchError as error:
         raise ModelLoadError(
-            f"the saved state of {where} does not fit the {name} model its config "
-            f"describes; the checkpoint is damaged or was written by other code.\n{error}"
+            f"the generator saved in {where} does not fit the {model_config.family} model its "
+            f"model config describes; the checkpoint is damaged or was written by other "
+            f"code.\n{error}"
         ) from error
-    state = restored.state
-    variables = {"params": state.g_params, "batch_stats": state.batch_stats["g"]}
-    return name, config, generator, variables
+    return generator, variables
+
+
+# About the side of the image traced (abstractly) to learn the shapes of a
+# generator's variables, which do not depend on it; rounded up to the
+# generator's size multiple.
+_TEMPLATE_SIDE = 256
 
 
 def _checkpoint_location(path: Path) -> tuple[Path, int | None]:
@@ -301,60 +314,9 @@ def _checkpoint_location(path: Path) -> tuple[Path, int | None]:
         )
     if (path / "checkpoints").is_dir():
         return path / "checkpoints", None
-    if path.name.isdigit() and (path / "state").is_dir():
+    if path.name.isdigit() and any((path / item).is_dir() for item in ("state", "generator")):
         return path.parent, int(path.name)
     return path, None
-
-
-def _trainer_module(name, where: str):
-    """The module of inpaint_jax.trainers named by a checkpoint's config.trainer."""
-    module_name = f"inpaint_jax.trainers.{name}"
-    unknown = ModelLoadError(
-        f"{where} was trained with trainer {name!r}, which is not a model trainer of "
-        "inpaint_jax.trainers; was it written by other code?"
-    )
-    if not isinstance(name, str) or not name.isidentifier():
-        raise unknown
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:
-            raise
-        raise unknown from error
-    if not all(hasattr(module, function) for function in _TRAINER_FUNCTIONS):
-        raise unknown
-    return module
-
-
-def _size_multiple(name: str, generator) -> int:
-    """The generator's own `size_multiple`, else its family's entry in FAMILY_SIZE_MULTIPLES."""
-    multiple = getattr(generator, "size_multiple", FAMILY_SIZE_MULTIPLES.get(name))
-    if multiple is None:
-        raise ModelLoadError(
-            f"inference does not know the input size multiple of {name} generators; give "
-            f"{type(generator).__name__} a size_multiple attribute or add {name!r} to "
-            "inference.FAMILY_SIZE_MULTIPLES"
-        )
-    return multiple
-
-
-def _state_template(trainer, config, generator, discriminator):
-    """Shapes, dtypes and a one-device sharding of the training state, without computing it."""
-    # Imported here: it pulls in the data pipeline (TensorFlow), which inpainting
-    # needs only once it loads a model.
-    from inpaint_jax.trainers import common  # noqa: PLC0415
-
-    device = jax.local_devices()[0]
-    mesh = parallel.create_mesh([device])
-    g_tx = common.create_optimizer(config.g_optimizer)
-    # Recipes without a discriminator (DFNet) have no d_optimizer.
-    d_tx = common.create_optimizer(config.d_optimizer) if "d_optimizer" in config else None
-    shapes = jax.eval_shape(
-        lambda: trainer.create_train_state(config, generator, discriminator, g_tx, d_tx, mesh)
-    )
-    sharding = jax.sharding.SingleDeviceSharding(device)
-    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                                          sharding=sharding), shapes)
 
 
 def inpaint(model, image: np.ndarray, mask: np.ndarray, *, postprocess: bool = False,

@@ -7,6 +7,8 @@ channels.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -181,3 +183,45 @@ def style_loss(features_a, features_b, layers) -> jax.Array:
     """
     pairs = _feature_pairs(features_a, features_b, layers)
     return sum(jnp.mean(jnp.abs(gram_matrix(a) - gram_matrix(b))) for a, b in pairs)
+
+
+def l1_terms(output, target, mask) -> dict[str, jax.Array]:
+    """{"l1_hole", "l1_valid"} of one output against its target (`hole_and_valid_l1`)."""
+    hole, valid = hole_and_valid_l1(output, target, mask)
+    return {"l1_hole": hole, "l1_valid": valid}
+
+
+def texture_terms(output, target, mask, features=None) -> dict[str, jax.Array]:
+    """{"tv"} of one output, plus {"perceptual", "style"} against `target` with `features`.
+
+    TV counts the pixel pairs that touch the hole (`total_variation` with the
+    mask). `features` is a `models.vgg.Features` (images -> {tap: features},
+    with its `taps`); the target's features carry no gradient.
+    """
+    terms = {"tv": total_variation(output, mask)}
+    if features is not None:
+        both = features(jnp.concatenate([output, jax.lax.stop_gradient(target)]))
+        ours = {tap: value[: output.shape[0]] for tap, value in both.items()}
+        theirs = {tap: value[output.shape[0]:] for tap, value in both.items()}
+        terms["perceptual"] = perceptual_loss(ours, theirs, features.taps)
+        terms["style"] = style_loss(ours, theirs, features.taps)
+    return terms
+
+
+def completion_terms(output, target, mask, features=None) -> dict[str, jax.Array]:
+    """Every term of DFNet's loss for one output (also the two-stage refinement network's loss).
+
+    `l1_terms` and `texture_terms`: "l1_hole", "l1_valid", "tv" and, with
+    `features`, "perceptual" and "style".
+    """
+    return {**l1_terms(output, target, mask), **texture_terms(output, target, mask, features)}
+
+
+def weighted_sum(terms: Mapping[str, jax.Array], weights: Mapping[str, float]) -> jax.Array:
+    """Sum of each term times `weights[f"{name}_weight"]` (the configs' `loss` sections)."""
+    return sum(weights[f"{name}_weight"] * value for name, value in terms.items())
+
+
+def uses_features(weights: Mapping[str, float]) -> bool:
+    """Whether a loss config weights a feature term ("perceptual" or "style") above 0."""
+    return weights["perceptual_weight"] > 0 or weights["style_weight"] > 0

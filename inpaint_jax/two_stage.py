@@ -51,6 +51,7 @@ DEFAULT_COARSE_SIZE = 512  # the coarse model's working size (DFNet's training s
 DEFAULT_SHIFT_FRACTION = 0.2  # shift of the copies, as a fraction of the image side (paper)
 DEFAULT_HOLE_RANGE = (0.1, 0.9)  # hole fraction of a training patch (paper: 10-90%)
 OUTSIDE_COLOUR = 0.0  # colour of the pixels a shifted copy takes from outside the frame
+REFINEMENT_FAMILY = "refinement"  # the model family of refinement networks
 
 Box = tuple[int, int, int, int]  # top, left, height, width
 
@@ -178,7 +179,7 @@ class TwoStageModel:
       refinement: the refinement network (`inference.InpaintingModel` of a
         two_stage training run).
       coarse_size, shift_fraction: see the module docstring.
-      config, step: the refinement checkpoint's.
+      model_config, training_config, step: the refinement checkpoint's.
     """
 
     name = "two_stage"
@@ -190,7 +191,8 @@ class TwoStageModel:
         self.refinement = refinement_model
         self.coarse_size = check_coarse_size(coarse_size)
         self.shift_fraction = check_shift_fraction(shift_fraction)
-        self.config = refinement_model.config
+        self.model_config = refinement_model.model_config
+        self.training_config = refinement_model.training_config
         self.step = refinement_model.step
 
     def coarse_complete(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -216,29 +218,34 @@ def from_refinement(refinement_model: inference.InpaintingModel,
     """The two-stage model of a loaded refinement network and a coarse model's workdir.
 
     `coarse` defaults to the coarse workdir the refinement network was
-    trained with (its config's `coarse.workdir`); the coarse size and shift
-    fraction are the refinement run's.
+    trained with (its training config's `coarse_workdir`); the coarse size
+    and shift fraction are the refinement network's (its model config).
     """
-    if refinement_model.name != TwoStageModel.name:
+    if refinement_model.name != REFINEMENT_FAMILY:
         raise inference.ModelLoadError(
             f"the refinement model given is a {refinement_model.name} model, not a two-stage "
             "refinement network; pass the workdir of a configs/two_stage.py run"
         )
-    config = refinement_model.config
+    trained_with = (refinement_model.training_config or {}).get("coarse_workdir")
+    if not (coarse or trained_with):
+        raise inference.ModelLoadError(
+            "this refinement network does not say which coarse model it was trained with; "
+            "pass the coarse model's workdir (--coarse)"
+        )
     try:
-        coarse_model = inference.load_model(coarse or config.coarse.workdir)
+        coarse_model = inference.load_model(coarse or trained_with)
     except FileNotFoundError as error:
         if coarse:
             raise
         raise FileNotFoundError(
-            f"the refinement network was trained with the coarse model in "
-            f"{config.coarse.workdir}, which cannot be loaded ({error}); pass the coarse "
-            "model's workdir explicitly"
+            f"the refinement network was trained with the coarse model in {trained_with}, "
+            f"which cannot be loaded ({error}); pass the coarse model's workdir explicitly"
         ) from error
+    model = refinement_model.model_config
     logger.info("Two-stage model: the %s model of step %d at %d px, refinement of step %d.",
-                coarse_model.name, coarse_model.step, config.coarse.size, refinement_model.step)
-    return TwoStageModel(coarse_model, refinement_model, coarse_size=config.coarse.size,
-                         shift_fraction=config.shift_fraction)
+                coarse_model.name, coarse_model.step, model.coarse_size, refinement_model.step)
+    return TwoStageModel(coarse_model, refinement_model, coarse_size=model.coarse_size,
+                         shift_fraction=model.shift_fraction)
 
 
 def load_two_stage(refine: str, coarse: str | None = None) -> TwoStageModel:

@@ -23,8 +23,8 @@ nps: seconds per image of neural patch synthesis (the paper's setting by
   --content. Each image takes minutes on a CPU: use --runs=1 --warmup=1.
 
 --compare-torch also runs GLCIC's completion network in PyTorch (the test
-extra; tests/torch_reference.py of a source checkout) with the same weights
-on the same input, in this process, and prints the JAX/PyTorch time ratio.
+extra; inpaint_jax/benchmarking/torch_glcic.py) with the same weights on the
+same input, in this process, and prints the JAX/PyTorch time ratio.
 --compute_dtype=float32|bfloat16 sets the networks' arithmetic (default: the
 config's "auto", bfloat16 on GPU/TPU, float32 on CPU) to compare the two on
 an accelerator; the PyTorch reference stays float32.
@@ -32,23 +32,30 @@ Every subcommand prints a table and writes its results as JSON (--output).
 """
 
 import importlib
-import importlib.util
 import os
 import tempfile
-from pathlib import Path
 
 from absl import app, flags
 
-from inpaint_jax import benchmarking, inference, nps
-from inpaint_jax.models import vgg
+from inpaint_jax import inference, models, nps, trainers
+from inpaint_jax.benchmarking import configs, measure, reference, tables
+from inpaint_jax.benchmarking import data as data_benchmark
+from inpaint_jax.benchmarking import inference as inference_benchmark
+from inpaint_jax.benchmarking import nps as nps_benchmark
+from inpaint_jax.benchmarking import train as train_benchmark
 from inpaint_jax.models.layers import InputShapeError
-from inpaint_jax.trainers import common
+from inpaint_jax.weights import vgg as vgg_weights
 
 SUBCOMMANDS = ("inference", "train", "data", "nps")
+# Configs (configs/<name>.py) of the fully convolutional generators timed per image size;
+# two_stage is the refinement network alone, on the 20-channel input.
+INFERENCE_CONFIGS = ("glcic", "pggan", "dfnet", "two_stage")
+# Configs of the recipes whose phase steps are timed.
+TRAIN_CONFIGS = ("glcic", "pggan")
 
 _MODELS = flags.DEFINE_list(
-    "models", ["glcic", "pggan"], "Model families (configs/<name>.py); inference: "
-    f"{', '.join(benchmarking.INFERENCE_MODELS)}; train: {', '.join(benchmarking.TRAIN_PHASES)}.")
+    "models", ["glcic", "pggan"], "Recipes (configs/<name>.py); inference: "
+    f"{', '.join(INFERENCE_CONFIGS)}; train: {', '.join(TRAIN_CONFIGS)} (or any recipe).")
 _SIZES = flags.DEFINE_list("sizes", ["512", "768", "1024", "2048"], "inference: image sides.")
 _SIZE = flags.DEFINE_integer("size", 256, "train, data: crop side.", lower_bound=1)
 _RUNLOCAL = flags.DEFINE_bool("runlocal", True, "train: also time each model's runlocal config.")
@@ -64,7 +71,7 @@ _WIDTH = flags.DEFINE_float(
     "width_multiplier", None, "Override every network's channel multiplier."
 )
 _DTYPE = flags.DEFINE_enum(
-    "compute_dtype", None, common.COMPUTE_DTYPES,
+    "compute_dtype", None, models.COMPUTE_DTYPES,
     "inference, train: the networks' compute dtype (default: each config's, auto = bfloat16 "
     "on GPU/TPU, float32 on CPU); parameters stay float32.",
 )
@@ -72,7 +79,7 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Where sample_photos is (or gets) built; default: a temporary folder."
 )
 _DATA_MODES = flags.DEFINE_list(
-    "data_modes", list(benchmarking.DATA_MODES), "train: synthetic and/or pipeline batches."
+    "data_modes", list(train_benchmark.DATA_MODES), "train: synthetic and/or pipeline batches."
 )
 _PHASES = flags.DEFINE_list("phases", [], "train: phases to time (default: each model's all).")
 _WORKERS = flags.DEFINE_list("workers", ["0"], "data: grain worker-process counts to compare.")
@@ -114,43 +121,35 @@ def _config(model: str, variant: str | None = None):
         module = importlib.import_module(f"configs.{model}")
     except ModuleNotFoundError:
         raise app.UsageError(f"--models: no configs/{model}.py; choose from "
-                             f"{', '.join(benchmarking.INFERENCE_MODELS)}") from None
+                             f"{', '.join(INFERENCE_CONFIGS)}") from None
     return module.get_config(variant)
 
 
 def _torch_reference():
-    """tests/torch_reference.py's TorchReference, loaded by path (tests/ is not a package)."""
-    if importlib.util.find_spec("torch") is None:
-        raise app.UsageError(
-            "--compare-torch needs PyTorch, a test extra: pip install -e '.[test]'"
-        )
-    path = Path(__file__).resolve().parent.parent / "tests" / "torch_reference.py"
-    if not path.is_file():
-        raise app.UsageError(f"--compare-torch needs {path} (run from a source checkout)")
-    spec = importlib.util.spec_from_file_location("torch_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.TorchReference(_TORCH_THREADS.value)
+    """The PyTorch reference on --torch_threads threads (a usage error without torch)."""
+    try:
+        return reference.torch_reference(_TORCH_THREADS.value)
+    except ImportError as error:
+        raise app.UsageError(f"--compare-torch: {error}") from error
 
 
-def _inference(reference):
+def _inference(torch_reference):
     if _WORKDIR.value:
         generators = [
-            benchmarking.checkpoint_generator(_WORKDIR.value, compute_dtype=_DTYPE.value)
+            inference_benchmark.checkpoint_generator(_WORKDIR.value, compute_dtype=_DTYPE.value)
         ]
     else:
         generators = [
-            benchmarking.random_generator(
-                model,
-                benchmarking.benchmark_config(
+            inference_benchmark.random_generator(
+                configs.benchmark_config(
                     _config(model), width_multiplier=_WIDTH.value, compute_dtype=_DTYPE.value
-                ),
+                ).model
             )
             for model in _MODELS.value
         ]
     sizes = _integers(_SIZES.value, "sizes")
-    results = benchmarking.benchmark_inference(
-        generators, sizes, runs=_RUNS.value, warmup=_WARMUP.value, reference=reference
+    results = inference_benchmark.benchmark_inference(
+        generators, sizes, runs=_RUNS.value, warmup=_WARMUP.value, reference=torch_reference
     )
     settings = {
         "models": [g.name for g in generators],
@@ -158,30 +157,35 @@ def _inference(reference):
         "workdir": _WORKDIR.value,
         "compute_dtype": _DTYPE.value,
     }
-    return results, settings, benchmarking.format_inference_table
+    return results, settings, tables.format_inference_table
 
 
-def _train(reference, data_dir):
+def _train_case(label: str, config) -> train_benchmark.TrainCase:
+    phases = tuple(_PHASES.value) or None
+    return train_benchmark.TrainCase(label, config, trainers.recipe_module(config.trainer).build,
+                                     phases)
+
+
+def _train(torch_reference, data_dir):
     settings = {
         "batch_per_device": _BATCH.value,
         "width_multiplier": _WIDTH.value,
         "data_dir": data_dir,
         "compute_dtype": _DTYPE.value,
     }
-    phases = tuple(_PHASES.value) or None
     cases = []
     for model in _MODELS.value:
-        config = benchmarking.benchmark_config(_config(model), size=_SIZE.value, **settings)
-        cases.append(benchmarking.TrainCase(model, config, phases))
+        config = configs.benchmark_config(_config(model), size=_SIZE.value, **settings)
+        cases.append(_train_case(model, config))
         if _RUNLOCAL.value:
-            config = benchmarking.benchmark_config(_config(model, "runlocal"), **settings)
-            cases.append(benchmarking.TrainCase(f"{model}:runlocal", config, phases))
-    results = benchmarking.benchmark_train(
+            config = configs.benchmark_config(_config(model, "runlocal"), **settings)
+            cases.append(_train_case(f"{model}:runlocal", config))
+    results = train_benchmark.benchmark_train(
         cases,
         steps=_RUNS.value,
         warmup=_WARMUP.value,
         data_modes=_DATA_MODES.value,
-        reference=reference,
+        reference=torch_reference,
     )
     settings.update(
         models=_MODELS.value,
@@ -190,39 +194,38 @@ def _train(reference, data_dir):
         phases=_PHASES.value,
         data_modes=_DATA_MODES.value,
     )
-    return results, settings, benchmarking.format_train_table
+    return results, settings, tables.format_train_table
 
 
 def _data(data_dir):
-    config = benchmarking.benchmark_config(
+    config = configs.benchmark_config(
         _config("glcic"), size=_SIZE.value, batch_per_device=_BATCH.value, data_dir=data_dir
     )
     workers = _integers(_WORKERS.value, "workers")
-    results = benchmarking.benchmark_data(
+    results = data_benchmark.benchmark_data(
         config, worker_counts=workers, batches=_RUNS.value, warmup=_WARMUP.value
     )
     return (
         results,
         {"size": _SIZE.value, "batch_per_device": _BATCH.value, "workers": workers},
-        benchmarking.format_data_table,
+        tables.format_data_table,
     )
 
 
 def _nps():
     if _VGG.value:
-        texture_net, vgg_variables = vgg.load_vgg(_VGG.value, depth=19, config_flag="--vgg")
+        texture_net, vgg_variables = vgg_weights.load_vgg(_VGG.value, depth=19,
+                                                          config_flag="--vgg")
     else:
-        texture_net, vgg_variables = benchmarking.random_vgg19()
+        texture_net, vgg_variables = nps_benchmark.random_vgg19()
     if _CONTENT.value:
         content = inference.load_model(_CONTENT.value)
     else:
-        config = benchmarking.benchmark_config(
-            _config("nps_content"), width_multiplier=_WIDTH.value
-        )
-        content = benchmarking.random_content_model(config)
+        config = configs.benchmark_config(_config("nps_content"), width_multiplier=_WIDTH.value)
+        content = nps_benchmark.random_content_model(config)
     nps_settings = nps.NPSSettings(num_scales=_NPS_SCALES.value, iterations=_NPS_ITERATIONS.value)
     model = nps.NeuralPatchSynthesis(content, texture_net, vgg_variables, nps_settings)
-    results = benchmarking.benchmark_nps(
+    results = nps_benchmark.benchmark_nps(
         model, _NPS_SIZE.value, runs=_RUNS.value, warmup=_WARMUP.value
     )
     settings = {
@@ -231,13 +234,13 @@ def _nps():
         "content": _CONTENT.value,
         "width_multiplier": _WIDTH.value,
     }
-    return results, settings, benchmarking.format_nps_table
+    return results, settings, tables.format_nps_table
 
 
 # Errors a user causes with the flags (weights, workdirs, NPS settings), reported as usage errors.
 _FLAG_ERRORS = (
-    vgg.MissingWeightsError,
-    vgg.VGGWeightsError,
+    vgg_weights.MissingWeightsError,
+    vgg_weights.VGGWeightsError,
     inference.ModelLoadError,
     FileNotFoundError,  # no such --workdir / --content, or no checkpoint in it
     nps.NPSSettingsError,
@@ -251,26 +254,27 @@ def main(argv):
     subcommand = argv[1]
     if _COMPARE_TORCH.value and subcommand in ("data", "nps"):
         raise app.UsageError(f"--compare-torch applies to inference and train, not {subcommand}")
-    reference = _torch_reference() if _COMPARE_TORCH.value else None
-    started = benchmarking.environment()
+    torch_reference = _torch_reference() if _COMPARE_TORCH.value else None
+    started = measure.environment()
     try:
-        benchmarking.check_counts(runs=_RUNS.value, warmup=_WARMUP.value)
+        measure.check_counts(runs=_RUNS.value, warmup=_WARMUP.value)
         with tempfile.TemporaryDirectory(prefix="benchmark_data_") as temporary:
             data_dir = _DATA_DIR.value or temporary
             if subcommand == "inference":
-                results, settings, format_table = _inference(reference)
+                results, settings, format_table = _inference(torch_reference)
             elif subcommand == "train":
-                results, settings, format_table = _train(reference, data_dir)
+                results, settings, format_table = _train(torch_reference, data_dir)
             elif subcommand == "data":
                 results, settings, format_table = _data(data_dir)
             else:
                 results, settings, format_table = _nps()
-    except (benchmarking.BenchmarkError, InputShapeError, *_FLAG_ERRORS) as error:
+    except (measure.BenchmarkError, trainers.UnknownRecipeError, InputShapeError,
+            *_FLAG_ERRORS) as error:
         raise app.UsageError(str(error)) from error
     settings.update(runs=_RUNS.value, warmup=_WARMUP.value, compare_torch=_COMPARE_TORCH.value)
-    report = benchmarking.build_report(subcommand, settings, results, started)
+    report = tables.build_report(subcommand, settings, results, started)
     print(format_table(report))
-    path = benchmarking.write_report(report, _OUTPUT.value or f"benchmark_{subcommand}.json")
+    path = tables.write_report(report, _OUTPUT.value or f"benchmark_{subcommand}.json")
     print(f"wrote {os.fspath(path)}")
 
 

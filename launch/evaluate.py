@@ -148,7 +148,7 @@ def _load_model(path: str):
     if _COARSE.value is None:
         return inference.load_model(path)
     network = inference.load_network(path)
-    if network.name != two_stage.TwoStageModel.name:
+    if network.name != two_stage.REFINEMENT_FAMILY:
         raise app.UsageError(f"--coarse is for two-stage refinement workdirs; {path} holds a "
                              f"{network.name} model")
     return two_stage.from_refinement(network, _COARSE.value)
@@ -167,7 +167,7 @@ def main(argv):
     methods, config = baselines, None
     if _WORKDIR.value or _CHECKPOINT.value:
         model = _load_model(_WORKDIR.value or _CHECKPOINT.value)
-        config = model.config
+        config = model.training_config
         methods = [evaluation.model_method(model)]
         if _POSTPROCESS.value:
             methods.append(evaluation.model_method(model, postprocess=True))

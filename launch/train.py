@@ -5,7 +5,6 @@ locked, so a misspelt field is an error. Re-running the same command on the
 same workdir resumes from the last checkpoint.
 """
 
-import importlib
 import logging
 
 import jax
@@ -13,7 +12,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from inpaint_jax import parallel
+from inpaint_jax import parallel, trainers
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file, e.g. configs/glcic.py:runlocal.", lock_config=True
@@ -48,12 +47,10 @@ def main(argv):
     )
     config = _CONFIG.value
     try:
-        trainer = importlib.import_module(f"inpaint_jax.trainers.{config.trainer}")
-    except ModuleNotFoundError as e:
-        raise app.UsageError(
-            f"config.trainer={config.trainer!r} names no module in inpaint_jax/trainers."
-        ) from e
-    trainer.train_and_evaluate(config, _WORKDIR.value)
+        recipe = trainers.recipe_module(config.trainer)
+    except trainers.UnknownRecipeError as error:
+        raise app.UsageError(str(error)) from error
+    recipe.train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ atomically, so an interrupted build resumes where it stopped. Each process
 computes every `process_count`-th image, writes the list of its entries
 that have at least one usable patch (`two_stage.patch_positions`) and why
 the others were skipped, then all processes wait for each other and read
-the whole list. `directory` must therefore be shared by all processes (the
-trainer puts it in the workdir, which multi-host runs keep on shared
-storage) and should depend on everything that changes the entries (the
-trainer names it by a fingerprint of the coarse checkpoint and the data
+the whole list. `directory` must therefore be shared by all processes
+(`create_datasets` puts it under the cache root, by default in the workdir,
+which multi-host runs keep on shared storage) and depends on everything that
+changes the entries (`fingerprint`: the coarse checkpoint and the data
 settings).
 
 The iterators then cut patches: `create_train_iterator` a uniformly drawn
@@ -26,27 +26,33 @@ patch whose hole covers `hole_range` of it (10-90%) from a shuffled entry,
 `create_eval_iterator` one fixed such patch per entry. Batches hold
 'image' (the ground truth patch), 'mask' (the main hole) and 'inputs'
 (the 20-channel refinement input of the patch, with shifts of the whole
-image), plus 'valid' for evaluation.
+image), plus 'valid' for evaluation. `create_datasets` assembles both
+splits from a two_stage training config.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import grain
 import jax
+import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from inpaint_jax import files, masks, two_stage
-from inpaint_jax.data import pipeline
+from inpaint_jax import files, masks, parallel, two_stage
+from inpaint_jax.data import datasets, pipeline
 
 logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when what a cache entry holds changes.
 
 
 class CoarseCacheError(ValueError):
@@ -245,3 +251,72 @@ def create_eval_iterator(cache: CacheSource, *, batch_size: int, patch_size: int
     return pipeline.eval_batches(len(cache), example, batch_size=batch_size,
                                  shard_index=jax.process_index(),
                                  shard_count=jax.process_count())
+
+
+def fingerprint(config: ml_collections.ConfigDict, coarse) -> str:
+    """A short hash of everything that determines the entries (not the patch settings).
+
+    `coarse` is the loaded coarse model (an `inference.InpaintingModel`) of
+    `config.coarse_workdir`.
+    """
+    data = config.data
+    identity = {
+        "version": FORMAT_VERSION,
+        "coarse": {"name": coarse.name, "step": coarse.step,
+                   "model_config": coarse.model_config.to_dict(),
+                   "workdir": os.path.abspath(os.path.expanduser(config.coarse_workdir)),
+                   "size": config.model.coarse_size},
+        "data": {"name": data.name, "data_dir": os.path.abspath(os.path.expanduser(data.data_dir)),
+                 "manual_dir": data.manual_dir, "max_side": data.max_side},
+        "mask": {"kind": config.mask.kind, "params": config.mask.params.to_dict(),
+                 "local_size": config.mask.get("local_size")},
+        "seeds": [config.seed, config.eval.mask_seed],
+        "masks_per_image": config.masks_per_image,
+    }
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def create_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, coarse,
+                    cache_root: str) -> datasets.Datasets:
+    """Builds (or reuses) the cache of both splits under `cache_root`; returns the patch iterators.
+
+    `config` is a two_stage training config, `coarse` its loaded coarse model.
+    """
+    root = os.path.join(cache_root, fingerprint(config, coarse))
+    data = config.data
+    split_sources = datasets.data_sources(config)
+    mask_fn = datasets.mask_fn(config)
+    patch = dict(patch_size=data.crop_size, shift_fraction=config.model.shift_fraction,
+                 hole_range=tuple(config.patch_hole_range))
+    train_cache, eval_cache = (
+        build_cache(
+            source,
+            os.path.join(root, split),
+            coarse_model=coarse,
+            coarse_size=config.model.coarse_size,
+            mask_fn=mask_fn,
+            seed=seed,
+            masks_per_image=config.masks_per_image,
+            max_side=data.max_side,
+            patch_size=patch["patch_size"],
+            hole_range=patch["hole_range"],
+        )
+        for source, split, seed in zip(split_sources, (data.train_split, data.eval_split),
+                                       (config.seed, config.eval.mask_seed))
+    )
+    train = create_train_iterator(
+        train_cache,
+        batch_size=parallel.per_process_batch_size(config.global_batch_size, mesh),
+        seed=config.seed,
+        worker_count=data.worker_count,
+        **patch,
+    )
+    eval_batch_size = parallel.per_process_batch_size(config.eval.global_batch_size, mesh)
+
+    def eval_batches():
+        batches = create_eval_iterator(eval_cache, batch_size=eval_batch_size,
+                                       seed=config.eval.mask_seed, **patch)
+        return datasets.first_batches(batches, config.eval.max_batches)
+
+    return datasets.Datasets(train=train, eval_batches=eval_batches)

@@ -86,6 +86,11 @@ class CompletionNetwork(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
+    @property
+    def size_multiple(self) -> int:
+        """Input height and width must be multiples of this; pad to it at inference."""
+        return COMPLETION_SIZE_MULTIPLE
+
     @nn.compact
     def __call__(self, image, mask, *, train: bool):
         """image (N, H, W, 3), mask (N, H, W, 1) with H, W multiples of 4 -> (N, H, W, 3)."""

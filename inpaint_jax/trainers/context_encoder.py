@@ -11,7 +11,7 @@ pixels are known, so learning them ties the patch to its surroundings. Each
 joint step updates the discriminator on real centre patches vs. the centres
 of composited completions (the known border around the predicted 56x56
 hole; the released code shows it the raw 64x64 prediction), then the
-generator against the updated discriminator (`gan.GANSteps.joint_step`). An
+generator against the updated discriminator (`gan.joint_step`). An
 optional reconstruction-only warm-up (`completion_steps`, 0 in the paper's
 recipe) comes first.
 
@@ -21,19 +21,18 @@ the model options `bottleneck="dense"` and ELU activations.
 
 from __future__ import annotations
 
-import sys
+import functools
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from inpaint_jax import losses, masks
+from inpaint_jax import losses, masks, models, parallel
+from inpaint_jax.data import datasets
 from inpaint_jax.models import context_encoder as ce
-from inpaint_jax.trainers import common, gan
-
-PHASES = ("completion", "joint")
-phase_for_step = gan.warmup_then_joint  # reconstruction warm-up, then joint.
+from inpaint_jax.trainers import gan, loop, phases
+from inpaint_jax.trainers import state as train_state
 
 
 def expected_hole(overlap: int) -> np.ndarray:
@@ -77,7 +76,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             f"config.loss.overlap must be a whole number of pixels in [0, {ce.PATCH_SIZE // 2}), "
             f"got {overlap!r} (the paper's released code: 4)."
         )
-    hole = common.make_mask_fn(config)(masks.mask_rng(0), ce.INPUT_SIZE, ce.INPUT_SIZE).mask
+    hole = datasets.mask_fn(config)(masks.mask_rng(0), ce.INPUT_SIZE, ce.INPUT_SIZE).mask
     if not np.array_equal(hole[..., 0] > 0, expected_hole(overlap)):
         side = ce.PATCH_SIZE - 2 * overlap
         raise ce.ContextEncoderConfigError(
@@ -88,66 +87,58 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def build_models(
-    config: ml_collections.ConfigDict,
-) -> tuple[ce.ContextEncoder, ce.ContextEncoderDiscriminator]:
-    """The Context Encoder (or NPS content network) of `config.model` and its discriminator.
-
-    Both compute in `common.resolve_compute_dtype(config)`, with float32 parameters.
-    """
-    model = config.model
-    dtype = common.resolve_compute_dtype(config)
-    generator = ce.ContextEncoder(
-        bottleneck=model.bottleneck,
-        encoder_activation=model.encoder_activation,
-        decoder_activation=model.decoder_activation,
-        fill_value=tuple(model.fill_value),
-        width_multiplier=model.width_multiplier,
-        dtype=dtype,
-    )
-    discriminator = ce.ContextEncoderDiscriminator(
-        width_multiplier=model.width_multiplier, dtype=dtype
-    )
-    return generator, discriminator
+def judge(discriminator, d_params, d_stats, images):
+    """Discriminator logits (N,) for the centre patches of `images`, and its new batch stats."""
+    return train_state.apply_model(discriminator, d_params, d_stats, ce.center_region(images),
+                                   train=True)
 
 
-class Steps(gan.GANSteps):
-    """The Context Encoder's phase steps: overlap-weighted L2, a discriminator of centre patches."""
-
-    def reconstruction(self, prediction, image, mask):
-        """Overlap-weighted L2 over the 64x64 centre (the mask is the fixed centre hole)."""
-        loss = self.config.loss
-        return overlap_weighted_mse(prediction, image, loss.overlap, loss.overlap_weight)
-
-    def judge(self, d_params, d_stats, images):
-        """Discriminator logits (N,) for the centre patches of `images`, and its new batch stats."""
-        patches = ce.center_region(images)
-        return gan.apply_model(self.discriminator, d_params, d_stats, patches, train=True)
-
-    def discriminator_loss(self, d_params, d_stats, real, fake, batch, rng):
-        """GAN loss of real centres vs. completed centres, in one batch so BatchNorm sees both."""
-        logits, d_stats = self.judge(d_params, d_stats, jnp.concatenate([real, fake]))
-        real_logits, fake_logits = jnp.split(logits, 2)
-        acc_real, acc_fake = losses.discriminator_accuracy(real_logits, fake_logits)
-        loss = losses.discriminator_loss(real_logits, fake_logits, self.config.loss.gan)
-        return loss, (d_stats, {"d_acc_real": acc_real, "d_acc_fake": acc_fake})
-
-    def adversarial_loss(self, d_params, d_stats, completion, batch):
-        """adversarial_weight * GAN loss of the completed centre patches."""
-        logits, _ = self.judge(d_params, d_stats, completion)
-        adversarial = losses.generator_loss(logits, self.config.loss.gan)
-        return self.config.loss.adversarial_weight * adversarial, {"g_adversarial": adversarial}
+def discriminator_loss(config, discriminator, d_params, d_stats, real, fake, batch, rng):
+    """GAN loss of real centres vs. completed centres, in one batch so BatchNorm sees both."""
+    logits, d_stats = judge(discriminator, d_params, d_stats, jnp.concatenate([real, fake]))
+    real_logits, fake_logits = jnp.split(logits, 2)
+    acc_real, acc_fake = losses.discriminator_accuracy(real_logits, fake_logits)
+    loss = losses.discriminator_loss(real_logits, fake_logits, config.loss.gan)
+    return loss, (d_stats, {"d_acc_real": acc_real, "d_acc_fake": acc_fake})
 
 
-def create_train_state(
-    config, generator, discriminator, g_tx, d_tx, mesh: jax.sharding.Mesh
-) -> common.GANTrainState:
-    """Initialises both networks and optimizers, replicated over `mesh`."""
-    patch = jnp.zeros((1, ce.PATCH_SIZE, ce.PATCH_SIZE, 3), jnp.float32)
-    return gan.create_train_state(config, generator, discriminator, g_tx, d_tx, mesh, (patch,))
+def adversarial_loss(config, discriminator, d_params, d_stats, completion, batch):
+    """adversarial_weight * GAN loss of the completed centre patches."""
+    logits, _ = judge(discriminator, d_params, d_stats, completion)
+    adversarial = losses.generator_loss(logits, config.loss.gan)
+    return config.loss.adversarial_weight * adversarial, {"g_adversarial": adversarial}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> common.GANTrainState:
-    """Trains a Context Encoder per `config` in `workdir`, resuming from its last checkpoint."""
+def reconstruction(config, prediction, image, mask):
+    """Overlap-weighted L2 over the 64x64 centre (the mask is the fixed centre hole)."""
+    return overlap_weighted_mse(prediction, image, config.loss.overlap, config.loss.overlap_weight)
+
+
+def schedule(config: ml_collections.ConfigDict) -> phases.Schedule:
+    """An optional reconstruction warm-up (`completion_steps`), then joint training."""
+    return phases.schedule(config.total_steps, (phases.COMPLETION, config.completion_steps),
+                           then=phases.JOINT)
+
+
+def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> loop.Training:
+    """The Context Encoder (or NPS content net) and its discriminator, state and phase steps."""
     check_config(config)
-    return gan.train_and_evaluate(config, workdir, recipe=sys.modules[__name__])
+    networks = models.build(config.model)
+    return gan.build(
+        config, mesh, networks, schedule(config),
+        discriminator_loss=functools.partial(discriminator_loss, config, networks.discriminator),
+        adversarial_loss=functools.partial(adversarial_loss, config, networks.discriminator),
+        reconstruction=functools.partial(reconstruction, config),
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
+    """Trains a Context Encoder per `config` in `workdir`, resuming from its last checkpoint."""
+    check_config(config)  # before the data is read.
+    workdir = loop.prepare_workdir(workdir)
+    mesh = parallel.create_mesh()
+    data = datasets.create(config, mesh)
+    training = build(config, mesh)
+    with loop.open_checkpointer(config, workdir) as checkpointer:
+        state = loop.restore(checkpointer, training.state, data.train)
+        return loop.run(config, workdir, mesh, data, state, training, checkpointer)

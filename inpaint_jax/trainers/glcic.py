@@ -7,7 +7,7 @@ Three phases, chosen on the host by step number, each one jitted step:
      alone; the completion net is frozen (eval mode, no update).
   3. "joint": each step first updates the discriminator on real images vs.
      completions, then the completion net on reconstruction + alpha * GAN loss
-     against the updated discriminator.
+     against the updated discriminator (alpha: `loss.adversarial_weight`).
 The discriminators see composited completions (known pixels from the image,
 hole pixels from the network); the local discriminator sees the window around
 the hole, or a random window of a real image.
@@ -15,46 +15,16 @@ the hole, or a random window of a real image.
 
 from __future__ import annotations
 
-import logging
-import sys
+import functools
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from inpaint_jax import losses
-from inpaint_jax.models import glcic
-from inpaint_jax.trainers import common, gan
-
-PHASES = ("completion", "discriminator", "joint")
-
-
-def phase_for_step(step: int, config: ml_collections.ConfigDict) -> str:
-    """The training phase that 0-based step `step` belongs to."""
-    if step < config.completion_steps:
-        return "completion"
-    if step < config.completion_steps + config.discriminator_steps:
-        return "discriminator"
-    return "joint"
-
-
-def build_models(
-    config: ml_collections.ConfigDict,
-) -> tuple[glcic.CompletionNetwork, glcic.ContextDiscriminator]:
-    """The completion network and the context discriminator of `config.model`.
-
-    Both compute in `common.resolve_compute_dtype(config)`, with float32 parameters.
-    """
-    dtype = common.resolve_compute_dtype(config)
-    generator = glcic.CompletionNetwork(
-        fill_value=tuple(config.model.fill_value),
-        width_multiplier=config.model.width_multiplier,
-        dtype=dtype,
-    )
-    discriminator = glcic.ContextDiscriminator(
-        width_multiplier=config.model.width_multiplier, dtype=dtype
-    )
-    return generator, discriminator
+from inpaint_jax import losses, models, parallel
+from inpaint_jax.data import datasets
+from inpaint_jax.trainers import gan, loop, phases
+from inpaint_jax.trainers import state as train_state
 
 
 def crop_windows(images: jax.Array, boxes: jax.Array, size: int) -> jax.Array:
@@ -75,53 +45,60 @@ def random_windows(rng: jax.Array, batch: int, height: int, width: int, size: in
     return jnp.stack([top, left, sizes, sizes], axis=-1)
 
 
-class Steps(gan.GANSteps):
-    """GLCIC's phase steps: one context discriminator on global + local views."""
-
-    def judge(self, d_params, d_stats, images, boxes):
-        """Discriminator logits (N,) for `images` with local windows at `boxes`."""
-        local = crop_windows(images, boxes, self.config.mask.local_size)
-        return gan.apply_model(self.discriminator, d_params, d_stats, local, images, train=True)
-
-    def discriminator_loss(self, d_params, d_stats, real, fake, batch, rng):
-        """BCE (or the configured GAN loss) of real images, at random windows, vs. completions
-        at the windows around their holes; both go through one batch so BatchNorm sees both."""
-        batch_size, height, width, _ = real.shape
-        real_boxes = random_windows(rng, batch_size, height, width, self.config.mask.local_size)
-        logits, d_stats = self.judge(
-            d_params,
-            d_stats,
-            jnp.concatenate([real, fake]),
-            jnp.concatenate([real_boxes, batch["local_box"]]),
-        )
-        real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
-        acc_real, acc_fake = losses.discriminator_accuracy(real_logits, fake_logits)
-        loss = losses.discriminator_loss(real_logits, fake_logits, self.config.loss.gan)
-        return loss, (d_stats, {"d_acc_real": acc_real, "d_acc_fake": acc_fake})
-
-    def adversarial_loss(self, d_params, d_stats, completion, batch):
-        """alpha * GAN loss of the completion judged at the window around its hole."""
-        logits, _ = self.judge(d_params, d_stats, completion, batch["local_box"])
-        adversarial = losses.generator_loss(logits, self.config.loss.gan)
-        return self.config.loss.alpha * adversarial, {"g_adversarial": adversarial}
+def judge(discriminator, local_size: int, d_params, d_stats, images, boxes):
+    """Context-discriminator logits (N,) for `images` with local windows at `boxes`."""
+    local = crop_windows(images, boxes, local_size)
+    return train_state.apply_model(discriminator, d_params, d_stats, local, images, train=True)
 
 
-def create_train_state(
-    config, generator, discriminator, g_tx, d_tx, mesh: jax.sharding.Mesh
-) -> common.GANTrainState:
-    """Initialises both networks and optimizers, replicated over `mesh`."""
-    size, local = config.data.crop_size, config.mask.local_size
-    discriminator_inputs = (
-        jnp.zeros((1, local, local, 3), jnp.float32),
-        jnp.zeros((1, size, size, 3), jnp.float32),
+def discriminator_loss(config, discriminator, d_params, d_stats, real, fake, batch, rng):
+    """GAN loss of real images, at random windows, vs. completions at the windows around their
+    holes; both go through one batch so BatchNorm sees both."""
+    local_size = config.mask.local_size
+    batch_size, height, width, _ = real.shape
+    real_boxes = random_windows(rng, batch_size, height, width, local_size)
+    logits, d_stats = judge(discriminator, local_size, d_params, d_stats,
+                            jnp.concatenate([real, fake]),
+                            jnp.concatenate([real_boxes, batch["local_box"]]))
+    real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
+    acc_real, acc_fake = losses.discriminator_accuracy(real_logits, fake_logits)
+    loss = losses.discriminator_loss(real_logits, fake_logits, config.loss.gan)
+    return loss, (d_stats, {"d_acc_real": acc_real, "d_acc_fake": acc_fake})
+
+
+def adversarial_loss(config, discriminator, d_params, d_stats, completion, batch):
+    """alpha * GAN loss of the completion judged at the window around its hole."""
+    logits, _ = judge(discriminator, config.mask.local_size, d_params, d_stats, completion,
+                      batch["local_box"])
+    adversarial = losses.generator_loss(logits, config.loss.gan)
+    return config.loss.adversarial_weight * adversarial, {"g_adversarial": adversarial}
+
+
+def schedule(config: ml_collections.ConfigDict) -> phases.Schedule:
+    """T_C completion steps, T_D discriminator steps, then joint training to total_steps."""
+    return phases.schedule(config.total_steps,
+                           (phases.COMPLETION, config.completion_steps),
+                           (phases.DISCRIMINATOR, config.discriminator_steps),
+                           then=phases.JOINT)
+
+
+def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> loop.Training:
+    """The completion network and context discriminator, their initial state and phase steps."""
+    networks = models.build(config.model)
+    return gan.build(
+        config, mesh, networks, schedule(config),
+        discriminator_loss=functools.partial(discriminator_loss, config, networks.discriminator),
+        adversarial_loss=functools.partial(adversarial_loss, config, networks.discriminator),
+        local_size=config.mask.local_size,
     )
-    return gan.create_train_state(
-        config, generator, discriminator, g_tx, d_tx, mesh, discriminator_inputs
-    )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> common.GANTrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
     """Trains GLCIC per `config` in `workdir`, resuming from its last checkpoint."""
-    if config.completion_steps + config.discriminator_steps > config.total_steps:
-        logging.warning("total_steps ends before the joint phase starts.")
-    return gan.train_and_evaluate(config, workdir, recipe=sys.modules[__name__])
+    workdir = loop.prepare_workdir(workdir)
+    mesh = parallel.create_mesh()
+    data = datasets.create(config, mesh)
+    training = build(config, mesh)
+    with loop.open_checkpointer(config, workdir) as checkpointer:
+        state = loop.restore(checkpointer, training.state, data.train)
+        return loop.run(config, workdir, mesh, data, state, training, checkpointer)

@@ -1,7 +1,7 @@
 """A PyTorch implementation of GLCIC's completion network, for side-by-side checks and timing.
 
-Torch is a test extra, so this lives with the tests, not in `inpaint_jax/`.
-`launch.benchmark --compare-torch` loads this file by path.
+Torch is a test/benchmark extra: nothing imports this module unless asked
+(`reference.torch_reference`, `launch.benchmark --compare-torch`, the tests).
 
 The network is built from the same layer table as the Flax model
 (`inpaint_jax.models.glcic.COMPLETION_LAYERS`) with the same conventions:
@@ -13,8 +13,8 @@ but the last, which has a bias and a sigmoid; holes filled with
 `load_flax_variables` copies a Flax CompletionNetwork's parameters and batch
 statistics into it, so both frameworks compute the same function.
 
-`TorchReference` is what `inpaint_jax.benchmarking` expects of a reference
-framework (`benchmarking.ReferenceFramework`): a forward pass and a
+`TorchReference` is what the benchmarks expect of a reference framework
+(`reference.ReferenceFramework`): a forward pass and a
 reconstruction-phase training step (masked MSE on the hole, Adadelta) as
 no-argument callables ready to be timed.
 """
@@ -161,7 +161,7 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
 
 
 def adadelta(network: nn.Module, optimizer_config: Mapping) -> torch.optim.Adadelta:
-    """Torch's Adadelta with a GLCIC `config.g_optimizer` (learning_rate, b1 = rho, eps)."""
+    """Torch's Adadelta with a GLCIC `config.g_optimizer` (learning_rate, rho, eps)."""
     if optimizer_config["name"] != "adadelta":
         raise ValueError(
             f"The Torch reference mirrors GLCIC's Adadelta only, got optimizer "
@@ -170,16 +170,19 @@ def adadelta(network: nn.Module, optimizer_config: Mapping) -> torch.optim.Adade
     return torch.optim.Adadelta(
         network.parameters(),
         lr=optimizer_config["learning_rate"],
-        rho=optimizer_config["b1"],
+        rho=optimizer_config["rho"],
         eps=optimizer_config["eps"],
     )
 
 
 class TorchReference:
-    """GLCIC's completion network in Torch, as `benchmarking.ReferenceFramework` wants it.
+    """GLCIC's completion network in Torch, as `reference.ReferenceFramework` wants it.
 
     `num_threads` (default: every core) sets Torch's intra-op threads once.
     """
+
+    families = ("glcic",)
+    phase = "completion"
 
     def __init__(self, num_threads: int | None = None):
         torch.set_num_threads(num_threads or os.cpu_count() or 1)
