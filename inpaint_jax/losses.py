@@ -1,4 +1,5 @@
-"""Loss functions for inpainting: masked reconstruction, GAN objectives, TV, perceptual, style.
+"""Loss functions for inpainting: masked reconstruction, GAN objectives, TV, perceptual, style,
+and the patch texture loss of neural patch synthesis.
 
 Every function here is a pure ``jax.numpy`` function, safe under ``jax.jit``
 and ``jax.grad``: no Python control flow depends on array values. Images are
@@ -225,3 +226,51 @@ def weighted_sum(terms: Mapping[str, jax.Array], weights: Mapping[str, float]) -
 def uses_features(weights: Mapping[str, float]) -> bool:
     """Whether a loss config weights a feature term ("perceptual" or "style") above 0."""
     return weights["perceptual_weight"] > 0 or weights["style_weight"] > 0
+
+
+def extract_patches(features: jax.Array, patch_size: int = 3) -> jax.Array:
+    """(H, W, C) features -> (H * W, patch_size**2 * C): the patch centred on each position.
+
+    The map is zero-padded, so border positions have patches too.
+    """
+    patches = jax.lax.conv_general_dilated_patches(
+        features[None], (patch_size, patch_size), (1, 1), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return patches.reshape(-1, patches.shape[-1])
+
+
+def nearest_neighbours(queries: jax.Array, sources: jax.Array, chunk_size: int) -> jax.Array:
+    """For each row of `queries` (P, D), the index of the most similar row of `sources` (S, D).
+
+    Similarity is the cosine of the angle between the rows (normalised
+    cross-correlation); all similarities of up to `chunk_size` queries come
+    from one matrix product. Rows of zeros are similar to nothing (cosine 0).
+    """
+    unit_sources = sources / (jnp.linalg.norm(sources, axis=1, keepdims=True) + 1e-8)
+    count = queries.shape[0]
+    chunks = -(-count // chunk_size)
+    padded = jnp.pad(queries, ((0, chunks * chunk_size - count), (0, 0)))
+
+    def best(chunk):
+        # A query's own norm scales its row of similarities: the argmax is the cosine's.
+        return jnp.argmax(chunk @ unit_sources.T, axis=1)
+
+    indices = jax.lax.map(best, padded.reshape(chunks, chunk_size, -1))
+    return indices.reshape(-1)[:count]
+
+
+def patch_texture_loss(features: jax.Array, hole_positions: jax.Array,
+                       source_positions: jax.Array, chunk_size: int = 4096,
+                       patch_size: int = 3) -> jax.Array:
+    """Mean over hole patches of the squared distance to their nearest outside patch.
+
+    The texture term of multi-scale neural patch synthesis (Yang et al. 2017;
+    `nps.py`). `features` (H, W, C) is one image's feature map; the positions
+    are flat indices of patch centres into it (`nps.patch_positions`). The
+    nearest neighbour (by `nearest_neighbours`) is a constant target: no
+    gradient flows into it.
+    """
+    patches = extract_patches(features, patch_size)
+    queries, sources = patches[hole_positions], patches[source_positions]
+    matches = jax.lax.stop_gradient(sources[nearest_neighbours(queries, sources, chunk_size)])
+    return jnp.mean(jnp.sum(jnp.square(queries - matches), axis=1))

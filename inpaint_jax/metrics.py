@@ -1,7 +1,7 @@
 """Image-quality metrics for inpainting: L1, L2, PSNR and SSIM, whole image and hole.
 
 :func:`image_metrics` returns one value per example so that padded evaluation
-batches can be averaged correctly with :class:`MetricAccumulator`.
+batches can be averaged correctly with :func:`sum_valid` (the trainers' evaluator does).
 
 Conventions:
 - PSNR is ``10 * log10(max_value**2 / MSE)``, capped at :data:`PSNR_CAP_DB`
@@ -117,27 +117,3 @@ def sum_valid(metrics: Mapping[str, jax.Array], valid=None) -> dict[str, jax.Arr
     sums = {name: jnp.sum(jnp.where(valid, value, 0.0)) for name, value in metrics.items()}
     sums["count"] = jnp.sum(valid.astype(jnp.int32))
     return sums
-
-
-class MetricAccumulator:
-    """Averages per-example metrics over evaluation batches, skipping padded examples."""
-
-    def __init__(self):
-        self._sums: dict[str, float] = {}
-        self._count = 0
-
-    def add(self, metrics: Mapping[str, jax.Array], valid=None) -> None:
-        """Adds one batch of per-example metrics; ``valid`` (N,) marks the real examples."""
-        sums = jax.device_get(sum_valid(metrics, valid))
-        self._count += int(sums.pop("count"))
-        for name, value in sums.items():
-            self._sums[name] = self._sums.get(name, 0.0) + float(value)
-
-    def result(self) -> dict[str, float]:
-        """Mean of every metric over all valid examples added so far."""
-        if self._count == 0:
-            raise ValueError(
-                "no valid examples were added to the MetricAccumulator; check that the "
-                "evaluation data is not empty and that 'valid' is not all False"
-            )
-        return {name: total / self._count for name, total in self._sums.items()}

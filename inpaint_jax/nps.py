@@ -1,7 +1,7 @@
 """Multi-scale Neural Patch Synthesis (Yang et al., CVPR 2017): the texture optimisation.
 
     content_model = inference.load_model("/tmp/nps_content")     # any project model
-    texture_net, vgg_variables = vgg.load_vgg("vgg19.npz", depth=19)
+    texture_net, vgg_variables = weights.vgg.load_vgg("vgg19.npz", depth=19)
     nps_model = nps.NeuralPatchSynthesis(content_model, texture_net, vgg_variables)
     result = inference.inpaint(nps_model, image, mask)          # known pixels bit-exact
 
@@ -217,51 +217,6 @@ def patch_positions(hole: np.ndarray, source_stride: int) -> tuple[np.ndarray, n
     return (np.flatnonzero(hole).astype(np.int32), np.flatnonzero(source).astype(np.int32))
 
 
-def extract_patches(features: jax.Array) -> jax.Array:
-    """(H, W, C) features -> (H * W, 9C): the 3x3 patch centred on each position.
-
-    The map is zero-padded, so border positions have patches too.
-    """
-    patches = jax.lax.conv_general_dilated_patches(
-        features[None], (PATCH_SIZE, PATCH_SIZE), (1, 1), "SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return patches.reshape(-1, patches.shape[-1])
-
-
-def nearest_neighbours(queries: jax.Array, sources: jax.Array, chunk_size: int) -> jax.Array:
-    """For each row of `queries` (P, D), the index of the most similar row of `sources` (S, D).
-
-    Similarity is the cosine of the angle between the rows (normalised
-    cross-correlation); all similarities of up to `chunk_size` queries come
-    from one matrix product. Rows of zeros are similar to nothing (cosine 0).
-    """
-    unit_sources = sources / (jnp.linalg.norm(sources, axis=1, keepdims=True) + _EPSILON)
-    count = queries.shape[0]
-    chunks = -(-count // chunk_size)
-    padded = jnp.pad(queries, ((0, chunks * chunk_size - count), (0, 0)))
-
-    def best(chunk):
-        # A query's own norm scales its row of similarities: the argmax is the cosine's.
-        return jnp.argmax(chunk @ unit_sources.T, axis=1)
-
-    indices = jax.lax.map(best, padded.reshape(chunks, chunk_size, -1))
-    return indices.reshape(-1)[:count]
-
-
-def texture_loss(features: jax.Array, hole_positions: jax.Array, source_positions: jax.Array,
-                 chunk_size: int = 4096) -> jax.Array:
-    """Mean over hole patches of the squared distance to their nearest outside patch.
-
-    `features` (H, W, C) is one image's feature map; the positions are flat
-    indices into it (see `patch_positions`). The nearest neighbour (by
-    `nearest_neighbours`) is a constant target: no gradient flows into it.
-    """
-    patches = extract_patches(features)
-    queries, sources = patches[hole_positions], patches[source_positions]
-    matches = jax.lax.stop_gradient(sources[nearest_neighbours(queries, sources, chunk_size)])
-    return jnp.mean(jnp.sum(jnp.square(queries - matches), axis=1))
-
-
 # --------------------------------------------------------------------------- one level
 
 
@@ -319,7 +274,8 @@ def texture_scales(image, problem: ScaleProblem, texture_net: vgg.VGG, variables
     """
     features = _texture_features(image, problem, texture_net, variables)
     return jnp.stack([
-        jnp.mean(jnp.sum(jnp.square(extract_patches(feature)[positions]), axis=1)) + _EPSILON
+        jnp.mean(jnp.sum(jnp.square(losses.extract_patches(feature, PATCH_SIZE)[positions]),
+                         axis=1)) + _EPSILON
         for feature, positions in zip(features, problem.source_positions)
     ] or [jnp.ones(())])
 
@@ -344,7 +300,7 @@ def scale_energy(image, problem: ScaleProblem, texture_net: vgg.VGG, variables,
     content = losses.masked_mse(image, problem.content, problem.mask)
     tv = losses.total_variation(image, problem.mask)
     features = _texture_features(image, problem, texture_net, variables)
-    texture = sum((texture_loss(feature, holes, sources, chunk_size) / scale
+    texture = sum((losses.patch_texture_loss(feature, holes, sources, chunk_size, PATCH_SIZE) / scale
                    for feature, holes, sources, scale in zip(
                        features, problem.hole_positions, problem.source_positions, scales)),
                   start=jnp.zeros(()))
@@ -429,7 +385,7 @@ class NeuralPatchSynthesis:
         prediction (S, S, 3), run at S = `settings.content_size`: the NPS
         content network (`inference.load_model` of a `configs/nps_content.py`
         workdir), or any other project model (GLCIC, PGGAN, ...).
-      texture_net: the VGG module (`vgg.load_vgg`; the paper uses VGG-19).
+      texture_net: the VGG module (`weights.vgg.load_vgg`; the paper uses VGG-19).
       vgg_variables: its variables.
       settings: see NPSSettings.
     """

@@ -79,11 +79,6 @@ def make_global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict
     }
 
 
-def replicate(tree, mesh: Mesh):
-    """Places every leaf of ``tree`` (e.g. a train state) in full on every device of ``mesh``."""
-    return jax.device_put(tree, replicated_sharding(mesh))
-
-
 def _int_from_env(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
     """Integer value of environment variable ``name``, or ``default`` when unset."""
     value = environ.get(name)

@@ -10,7 +10,7 @@ import os
 
 from absl import app, flags
 
-from inpaint_jax.models import vgg
+from inpaint_jax.weights import vgg
 
 _INPUT = flags.DEFINE_string(
     "input", None, "Weight file: .pth/.pt (torchvision), .h5 (Keras) or .npz (converted)."

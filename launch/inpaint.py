@@ -46,7 +46,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from inpaint_jax import image_io, inference, nps, two_stage
-from inpaint_jax.models import vgg
+from inpaint_jax.weights import vgg
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir; its newest checkpoint is used.")
 _CHECKPOINT = flags.DEFINE_string(

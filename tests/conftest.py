@@ -35,7 +35,7 @@ def _fast_compile(request):
 @pytest.fixture(scope="session")
 def photo_dir(tmp_path_factory):
     """16 small generated photos (PNG) in a folder."""
-    from helpers import write_photos  # noqa: PLC0415
+    from tests.helpers import write_photos  # noqa: PLC0415
 
     return write_photos(str(tmp_path_factory.mktemp("photos")), 16)
 
@@ -43,7 +43,7 @@ def photo_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def glcic_workdir(photo_dir, tmp_path_factory):
     """Workdir of a tiny GLCIC trained through all three phases (6 steps, checkpoint at 6)."""
-    from helpers import tiny_config  # noqa: PLC0415
+    from tests.helpers import tiny_config  # noqa: PLC0415
 
     from inpaint_jax.trainers import glcic  # noqa: PLC0415
 
@@ -56,7 +56,7 @@ def glcic_workdir(photo_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def ce_workdir(photo_dir, tmp_path_factory):
     """Workdir of a tiny Context Encoder (1/8 width, 128 px) trained for 2 steps (checkpoint 2)."""
-    from helpers import tiny_ce_config  # noqa: PLC0415
+    from tests.helpers import tiny_ce_config  # noqa: PLC0415
 
     from inpaint_jax.trainers import context_encoder  # noqa: PLC0415
 
@@ -70,7 +70,7 @@ def ce_workdir(photo_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def nps_content_workdir(photo_dir, tmp_path_factory):
     """Workdir of a tiny NPS content network trained for 2 steps by `python -m launch.train`."""
-    from helpers import run_launch_train, tiny_ce_overrides  # noqa: PLC0415
+    from tests.helpers import run_launch_train, tiny_ce_overrides  # noqa: PLC0415
 
     root = tmp_path_factory.mktemp("nps_content")
     workdir = root / "work"

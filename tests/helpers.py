@@ -104,11 +104,9 @@ def override(config, overrides):
     return config
 
 
-def recipe_steps(trainer, config, mesh):
-    """(initial state, phase steps) of a trainer module's recipe for `config` on `mesh`."""
-    from inpaint_jax.trainers import gan  # noqa: PLC0415  (keeps this module light to import)
-
-    return gan.init_recipe(config, mesh, trainer)
+def build_recipe(trainer, config, mesh):
+    """A recipe module's `loop.Training` (initial state, phase steps, schedule) for `config`."""
+    return trainer.build(config, mesh)
 
 
 def tiny_dfnet_config(photo_dir, data_dir, **overrides):

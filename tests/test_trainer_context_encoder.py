@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import recipe_steps, run_launch_train, tiny_ce_config, tiny_ce_overrides
+from tests.helpers import recipe_steps, run_launch_train, tiny_ce_config, tiny_ce_overrides
 
 from configs import context_encoder as ce_config
 from configs import nps_content as nps_config

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_dfnet_config as tiny_config
+from tests.helpers import tiny_dfnet_config as tiny_config
 
 from configs import dfnet as dfnet_config
 from inpaint_jax import checkpointing, inference, losses, parallel

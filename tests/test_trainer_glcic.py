@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from helpers import REPO, launch_train_command, override, recipe_steps, tiny_config
+from tests.helpers import REPO, launch_train_command, override, recipe_steps, tiny_config
 
 from configs import glcic as glcic_config
 from inpaint_jax import checkpointing, losses, parallel

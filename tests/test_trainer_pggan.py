@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage
-from helpers import override, recipe_steps
+from tests.helpers import override, recipe_steps
 
 from configs import pggan as pggan_config
 from inpaint_jax import checkpointing, evaluation, inference, parallel

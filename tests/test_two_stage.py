@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import skimage.data
-from helpers import override, tiny_dfnet_config
+from tests.helpers import override, tiny_dfnet_config
 from PIL import Image
 
 from configs import two_stage as two_stage_config
