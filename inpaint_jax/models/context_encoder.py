@@ -59,6 +59,7 @@ from inpaint_jax.models.layers import (
     ConvNormAct,
     InputShapeError,
     check_image_and_mask,
+    check_rgb_batch,
     fill_holes,
     scaled_width,
 )
@@ -270,11 +271,7 @@ class ContextEncoderDiscriminator(nn.Module):
     @nn.compact
     def __call__(self, patch, *, train: bool):
         """patch (N, 64, 64, 3) -> (N,) float32 logits."""
-        if patch.ndim != 4 or patch.shape[-1] != 3:
-            raise InputShapeError(
-                f"ContextEncoderDiscriminator expects RGB patches of shape (N, {PATCH_SIZE}, "
-                f"{PATCH_SIZE}, 3), got {patch.shape}."
-            )
+        check_rgb_batch(patch, "ContextEncoderDiscriminator", f"(N, {PATCH_SIZE}, {PATCH_SIZE}, 3)")
         check_input_size("ContextEncoderDiscriminator", patch.shape[1:3], PATCH_SIZE)
         x = _DownConvs(
             DISCRIMINATOR_FEATURES,

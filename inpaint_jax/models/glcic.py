@@ -36,6 +36,7 @@ from inpaint_jax.models.layers import (
     InputShapeError,
     LayerSpec,
     check_image_and_mask,
+    check_rgb_batch,
     fill_holes,
     scaled_width,
     size_multiple,
@@ -131,10 +132,7 @@ class _ConvDiscriminator(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         """x (N, H, W, 3) -> (N, 1024) float32."""
-        if x.ndim != 4 or x.shape[-1] != 3:
-            raise InputShapeError(
-                f"{type(self).__name__} expects an RGB batch of shape (N, H, W, 3), got {x.shape}."
-            )
+        check_rgb_batch(x, type(self).__name__)
         for index, features in enumerate(self.conv_features, start=1):
             x = ConvNormAct(
                 scaled_width(features, self.width_multiplier),

@@ -56,16 +56,21 @@ def composite(image, prediction, mask):
     return image * (1 - mask) + prediction * mask
 
 
+def check_rgb_batch(images, model_name: str, expected: str = "(N, H, W, 3)") -> None:
+    """Raise InputShapeError unless `images` is a 4-d batch of RGB images (shape `expected`)."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise InputShapeError(
+            f"{model_name} expects an RGB image batch of shape {expected}, got {images.shape}."
+        )
+
+
 def check_image_and_mask(image, mask, *, size_multiple: int, model_name: str) -> None:
     """Raise InputShapeError unless image is (N, H, W, 3) and mask (N, H, W, 1).
 
     H and W must also be multiples of `size_multiple` (the model's total
     down-sampling factor), so that the output has the input's size.
     """
-    if image.ndim != 4 or image.shape[-1] != 3:
-        raise InputShapeError(
-            f"{model_name} expects an RGB image batch of shape (N, H, W, 3), got {image.shape}."
-        )
+    check_rgb_batch(image, model_name)
     if mask.shape != (*image.shape[:3], 1):
         raise InputShapeError(
             f"{model_name} expects a mask of shape (N, H, W, 1) = {(*image.shape[:3], 1)} "

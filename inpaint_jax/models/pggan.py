@@ -85,6 +85,7 @@ from inpaint_jax.models.layers import (
     ResidualBlock,
     bilinear_upsample,
     check_image_and_mask,
+    check_rgb_batch,
     fill_holes,
     receptive_field,
     scaled_width,
@@ -403,10 +404,7 @@ class PGGANDiscriminator(nn.Module):
     def __call__(self, image, *, train: bool) -> DiscriminatorLogits:
         """image (N, H, W, 3) -> DiscriminatorLogits of the heads this discriminator has."""
         name = type(self).__name__
-        if image.ndim != 4 or image.shape[-1] != 3:
-            raise InputShapeError(
-                f"{name} expects an RGB batch of shape (N, H, W, 3), got {image.shape}."
-            )
+        check_rgb_batch(image, name)
         height, width = image.shape[1:3]
         if height % self.size_multiple or width % self.size_multiple:
             raise InputShapeError(

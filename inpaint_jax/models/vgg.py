@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from inpaint_jax.models.layers import InputShapeError
+from inpaint_jax.models.layers import InputShapeError, check_rgb_batch
 
 # Output channels of the 3x3 convolutions of each block; every block ends
 # with a 2x2 stride-2 pooling.
@@ -208,10 +208,7 @@ class VGG(nn.Module):
         return taps
 
     def _check_images(self, images, layers: Sequence[VGGLayer]) -> None:
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise InputShapeError(
-                f"VGG expects an RGB image batch of shape (N, H, W, 3), got {images.shape}."
-            )
+        check_rgb_batch(images, "VGG")
         min_size = 2 ** sum(layer.kind == "pool" for layer in layers)
         if min(images.shape[1:3]) < min_size:
             raise InputShapeError(

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from inpaint_jax import losses, masks, models, parallel
+from inpaint_jax import losses, masks, parallel
 from inpaint_jax.data import datasets
 from inpaint_jax.models import context_encoder as ce
 from inpaint_jax.trainers import gan, loop, phases
@@ -123,11 +123,10 @@ def schedule(config: ml_collections.ConfigDict) -> phases.Schedule:
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> loop.Training:
     """The Context Encoder (or NPS content net) and its discriminator, state and phase steps."""
     check_config(config)
-    networks = models.build(config.model)
     return gan.build(
-        config, mesh, networks, schedule(config),
-        discriminator_loss=functools.partial(discriminator_loss, config, networks.discriminator),
-        adversarial_loss=functools.partial(adversarial_loss, config, networks.discriminator),
+        config, mesh, schedule(config),
+        discriminator_loss=discriminator_loss,
+        adversarial_loss=adversarial_loss,
         reconstruction=functools.partial(reconstruction, config),
     )
 
@@ -139,6 +138,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     mesh = parallel.create_mesh()
     data = datasets.create(config, mesh)
     training = build(config, mesh)
-    with loop.open_checkpointer(config, workdir) as checkpointer:
-        state = loop.restore(checkpointer, training.state, data.train)
-        return loop.run(config, workdir, mesh, data, state, training, checkpointer)
+    return loop.restore_and_run(config, workdir, mesh, data, training)

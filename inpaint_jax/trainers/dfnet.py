@@ -29,19 +29,15 @@ The perceptual and style terms need VGG-16 weights (`config.vgg_path`; see
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import ml_collections
 
-from inpaint_jax import losses, models, parallel
+from inpaint_jax import losses, parallel
 from inpaint_jax.data import datasets
 from inpaint_jax.models import dfnet, vgg
 from inpaint_jax.trainers import loop, supervised
 from inpaint_jax.trainers import state as train_state
-from inpaint_jax.weights import vgg as vgg_weights
 
-VGG_DEPTH = 16  # perceptual and style features come from VGG-16 (released code).
 
 
 def _mean_over_levels(per_level: list[dict[str, jax.Array]]) -> dict[str, jax.Array]:
@@ -94,32 +90,16 @@ def predict(generator: dfnet.DFNet, state: train_state.TrainState, batch):
                            train=False)
 
 
-def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-          features: vgg.Features | None = None) -> loop.Training:
-    """DFNet, its initial state and its one training step.
-
-    `features`: the VGG-16 taps of the perceptual and style terms (None when
-    the config weights neither).
-    """
+def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> loop.Training:
+    """DFNet, its state and training step (VGG-16 features: `supervised.loss_features`)."""
     check_config(config)
-    networks = models.build(config.model)
-    return supervised.build(
-        config, mesh, networks,
-        loss_fn=functools.partial(loss, networks.generator, config, features),
-        predict=functools.partial(predict, networks.generator),
-    )
+    return supervised.build(config, mesh, loss, predict)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
     """Trains DFNet per `config` in `workdir`, resuming from its last checkpoint."""
-    check_config(config)
-    features = None  # VGG-16 features, loaded before any work when the loss needs them.
-    if losses.uses_features(config.loss):
-        features = vgg_weights.load_features(config.vgg_path, VGG_DEPTH, config.loss.vgg_taps)
     workdir = loop.prepare_workdir(workdir)
     mesh = parallel.create_mesh()
+    training = build(config, mesh)  # before the data: a bad config or missing VGG weights stop here.
     data = datasets.create(config, mesh)
-    training = build(config, mesh, features)
-    with loop.open_checkpointer(config, workdir) as checkpointer:
-        state = loop.restore(checkpointer, training.state, data.train)
-        return loop.run(config, workdir, mesh, data, state, training, checkpointer)
+    return loop.restore_and_run(config, workdir, mesh, data, training)

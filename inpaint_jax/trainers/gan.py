@@ -147,17 +147,22 @@ def phase_steps(gan: GAN) -> Mapping[str, Callable]:
     }
 
 
-def build(config, mesh: jax.sharding.Mesh, networks: models.Networks, schedule: phases.Schedule, *,
+def build(config, mesh: jax.sharding.Mesh, schedule: phases.Schedule, *,
           discriminator_loss: Callable, adversarial_loss: Callable,
           reconstruction: Callable | None = None, local_size: int | None = None) -> loop.Training:
-    """An adversarial recipe's `loop.Training` from its networks and losses.
+    """An adversarial recipe's `loop.Training`: its networks, optimizers, state and phase steps.
 
-    The optimizers come from `config.g_optimizer` and `config.d_optimizer`,
-    the initial state from `models.example_inputs` at `config.data.crop_size`
-    (`local_size`: GLCIC's local window); `reconstruction` defaults to the
-    masked loss `config.loss.reconstruction` names, weighted by
-    `config.loss.reconstruction_weight` in the joint loss.
+    The networks are `models.build(config.model)`, initialised on
+    `models.example_inputs` at `config.data.crop_size` (`local_size`: GLCIC's
+    local window); the optimizers come from `config.g_optimizer` and
+    `config.d_optimizer`. The recipe's `discriminator_loss(config,
+    discriminator, d_params, d_stats, real, fake, batch, rng)` and
+    `adversarial_loss(config, discriminator, d_params, d_stats, completion,
+    batch)` get `config` and the discriminator bound (see `GAN`);
+    `reconstruction` defaults to the masked loss `config.loss.reconstruction`
+    names, weighted by `config.loss.reconstruction_weight` in the joint loss.
     """
+    networks = models.build(config.model)
     g_tx, d_tx = optimizers.create(config.g_optimizer), optimizers.create(config.d_optimizer)
     inputs = models.example_inputs(config.model, config.data.crop_size, local_size=local_size)
     recipe = GAN(
@@ -167,8 +172,8 @@ def build(config, mesh: jax.sharding.Mesh, networks: models.Networks, schedule: 
         d_tx=d_tx,
         reconstruction=reconstruction or reconstruction_loss(config.loss.reconstruction),
         reconstruction_weight=config.loss.reconstruction_weight,
-        discriminator_loss=discriminator_loss,
-        adversarial_loss=adversarial_loss,
+        discriminator_loss=functools.partial(discriminator_loss, config, networks.discriminator),
+        adversarial_loss=functools.partial(adversarial_loss, config, networks.discriminator),
     )
     return loop.Training(
         state=train_state.create(config, networks, inputs, g_tx, d_tx, mesh),

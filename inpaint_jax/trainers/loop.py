@@ -2,8 +2,8 @@
 
 A recipe's `train_and_evaluate` reads as a story (see trainers/glcic.py):
 prepare the workdir, make the mesh and the data, `build` the networks,
-initial state and phase steps (a `Training`), open the checkpointer,
-`restore` the latest checkpoint if there is one, and `run`.
+initial state and phase steps (a `Training`), then `restore_and_run`: open
+the checkpointer, `restore` the latest checkpoint if there is one, and `run`.
 """
 
 from __future__ import annotations
@@ -224,3 +224,11 @@ def run(
     checkpointer.wait_until_finished()
     writer.flush()
     return state
+
+
+def restore_and_run(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
+                    data: datasets.Datasets, training: Training) -> TrainState:
+    """Resumes from the latest checkpoint in `workdir` if there is one, then `run`s to the end."""
+    with open_checkpointer(config, workdir) as checkpointer:
+        state = restore(checkpointer, training.state, data.train)
+        return run(config, workdir, mesh, data, state, training, checkpointer)

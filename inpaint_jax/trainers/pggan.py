@@ -12,13 +12,12 @@ generator (`gan.joint_step`). An optional reconstruction-only warm-up
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from inpaint_jax import losses, models, parallel
+from inpaint_jax import losses, parallel
 from inpaint_jax.data import datasets
 from inpaint_jax.trainers import gan, loop, phases
 from inpaint_jax.trainers import state as train_state
@@ -69,11 +68,10 @@ def schedule(config: ml_collections.ConfigDict) -> phases.Schedule:
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> loop.Training:
     """The generator and the two-headed discriminator, their initial state and phase steps."""
-    networks = models.build(config.model)
     return gan.build(
-        config, mesh, networks, schedule(config),
-        discriminator_loss=functools.partial(discriminator_loss, config, networks.discriminator),
-        adversarial_loss=functools.partial(adversarial_loss, config, networks.discriminator),
+        config, mesh, schedule(config),
+        discriminator_loss=discriminator_loss,
+        adversarial_loss=adversarial_loss,
     )
 
 
@@ -83,6 +81,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     mesh = parallel.create_mesh()
     data = datasets.create(config, mesh)
     training = build(config, mesh)
-    with loop.open_checkpointer(config, workdir) as checkpointer:
-        state = loop.restore(checkpointer, training.state, data.train)
-        return loop.run(config, workdir, mesh, data, state, training, checkpointer)
+    return loop.restore_and_run(config, workdir, mesh, data, training)

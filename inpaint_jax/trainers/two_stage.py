@@ -19,20 +19,17 @@ pipeline).
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
 import ml_collections
 
-from inpaint_jax import inference, losses, models, parallel
+from inpaint_jax import inference, losses, parallel
 from inpaint_jax.data import coarse_cache
-from inpaint_jax.models import refinement, vgg
+from inpaint_jax.models import refinement
 from inpaint_jax.trainers import loop, supervised
 from inpaint_jax.trainers import state as train_state
-from inpaint_jax.weights import vgg as vgg_weights
 
-VGG_DEPTH = 16  # perceptual and style features come from VGG-16 (DFNet's loss).
 
 
 class TwoStageConfigError(ValueError):
@@ -80,34 +77,18 @@ def predict(network: refinement.RefinementNetwork, state: train_state.TrainState
     return network.apply(train_state.generator_variables(state), batch["inputs"], train=False)
 
 
-def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-          features: vgg.Features | None = None) -> loop.Training:
-    """The refinement network, its initial state and its one training step.
-
-    `features`: the VGG-16 taps of the perceptual and style terms (None when
-    the config weights neither).
-    """
+def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> loop.Training:
+    """The refinement network, its state and training step (VGG-16 features: `supervised.loss_features`)."""
     check_config(config)
-    networks = models.build(config.model)
-    return supervised.build(
-        config, mesh, networks,
-        loss_fn=functools.partial(loss, networks.generator, config, features),
-        predict=functools.partial(predict, networks.generator),
-    )
+    return supervised.build(config, mesh, loss, predict)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
     """Trains the refinement network per `config` in `workdir`, resuming from its last checkpoint."""
-    check_config(config)
-    features = None  # VGG-16 features, loaded before any work when the loss needs them.
-    if losses.uses_features(config.loss):
-        features = vgg_weights.load_features(config.vgg_path, VGG_DEPTH, config.loss.vgg_taps)
     workdir = loop.prepare_workdir(workdir)
     mesh = parallel.create_mesh()
+    training = build(config, mesh)  # before the cache: a bad config or missing VGG weights stop here.
     coarse = inference.load_model(config.coarse_workdir)
-    data = coarse_cache.create_datasets(config, mesh, coarse,
-                                        config.cache_dir or os.path.join(workdir, "coarse_cache"))
-    training = build(config, mesh, features)
-    with loop.open_checkpointer(config, workdir) as checkpointer:
-        state = loop.restore(checkpointer, training.state, data.train)
-        return loop.run(config, workdir, mesh, data, state, training, checkpointer)
+    cache_root = config.cache_dir or os.path.join(workdir, "coarse_cache")
+    data = coarse_cache.create_datasets(config, mesh, coarse, cache_root)
+    return loop.restore_and_run(config, workdir, mesh, data, training)
