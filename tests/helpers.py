@@ -1,11 +1,14 @@
-"""Test helpers shared by several test files: generated photos and tiny configs."""
+"""Test helpers shared by several test files: generated photos, tiny configs, launch.train runs."""
 
 import importlib
 import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from clu import metric_writers
 from PIL import Image
 
 from configs import dfnet as dfnet_config
@@ -93,6 +96,32 @@ def run_launch_train(config_file, workdir, overrides):
     return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
+def launch_train_in_process(config_file, workdir, overrides=None, flags=()):
+    """Runs `launch.train`'s `main` in this process, as `launch_train_command` would run it.
+
+    The command line is `--config=REPO/CONFIG_FILE --workdir=WORKDIR`, a
+    `--config.k=v` for each item of `overrides`, then `flags`. Its flags are
+    parsed with absl (and reset afterwards; tests/launch/conftest.py's
+    `launch_command` keeps them apart from the other commands' flags), with
+    `sys.argv` set to that command line while they are: ml_collections reads
+    the `--config.k=v` overrides from there. Errors of parsing and of `main`
+    propagate.
+    """
+    from absl import flags as absl_flags  # noqa: PLC0415
+    from tests.launch.conftest import launch_command  # noqa: PLC0415
+
+    argv = ["train", f"--config={os.path.join(REPO, config_file)}", f"--workdir={workdir}",
+            *(f"--config.{key}={value}" for key, value in (overrides or {}).items()), *flags]
+    saved_argv = sys.argv
+    with launch_command("train") as train:
+        sys.argv = argv
+        try:
+            remaining = absl_flags.FLAGS(argv)
+        finally:
+            sys.argv = saved_argv
+        train.main(remaining)
+
+
 def override(config, overrides):
     """Sets each dotted key of `overrides` (e.g. "model.width_multiplier") in `config`."""
     for key, value in overrides.items():
@@ -117,7 +146,6 @@ def tiny_dfnet_config(photo_dir, data_dir, **overrides):
         "data.data_dir": data_dir,
         "data.crop_size": 16,
         "data.resize_range": (16, 20),
-        "mask.local_size": 8,
         "model.encoder_kernels": (7, 5, 3),
         "model.fusion_levels": (0, 1),
         "model.width_multiplier": 0.125,
@@ -129,3 +157,80 @@ def tiny_dfnet_config(photo_dir, data_dir, **overrides):
         "checkpoint_every_steps": 3,
     }
     return override(dfnet_config.get_config("runlocal"), {**settings, **overrides})
+
+
+def tree_equal(a, b) -> bool:
+    """Whether two pytrees have the same structure and bit-identical leaves."""
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(leaves_a) == len(leaves_b) and all(
+        bool(jnp.array_equal(x, y)) for x, y in zip(leaves_a, leaves_b)
+    )
+
+
+class RecordingWriter(metric_writers.MetricWriter):
+    """A metric writer that keeps every scalar in memory: `scalars[step][name] = value`."""
+
+    def __init__(self):
+        self.scalars = {}
+
+    def write_summaries(self, step, values, metadata=None):
+        del step, values, metadata
+
+    def write_scalars(self, step, scalars):
+        self.scalars.setdefault(int(step), {}).update(
+            {name: float(value) for name, value in scalars.items()})
+
+    def write_images(self, step, images):
+        del step, images
+
+    def write_videos(self, step, videos):
+        del step, videos
+
+    def write_audios(self, step, audios, *, sample_rate):
+        del step, audios, sample_rate
+
+    def write_texts(self, step, texts):
+        del step, texts
+
+    def write_histograms(self, step, arrays, num_buckets=None):
+        del step, arrays, num_buckets
+
+    def write_hparams(self, hparams):
+        del hparams
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def record_metrics(monkeypatch) -> RecordingWriter:
+    """Makes every training run (`loop.run`) write its metrics to one returned RecordingWriter."""
+    from inpaint_jax.trainers import loop  # noqa: PLC0415
+
+    writer = RecordingWriter()
+    monkeypatch.setattr(loop, "create_writer", lambda workdir: writer)
+    return writer
+
+
+def convolution_input_dtypes(jaxpr) -> set:
+    """dtypes of the inputs of every convolution in `jaxpr` and the jaxprs nested in it."""
+    from jax.extend import core as jax_core  # noqa: PLC0415
+
+    dtypes = set()
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            dtypes.update(var.aval.dtype for var in eqn.invars)
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                if isinstance(sub, jax_core.ClosedJaxpr):
+                    dtypes |= convolution_input_dtypes(sub.jaxpr)
+                elif isinstance(sub, jax_core.Jaxpr):
+                    dtypes |= convolution_input_dtypes(sub)
+    return dtypes
+
+
+def float_leaves(tree):
+    """The floating-point leaves of `tree` (not step counters, not RNG keys)."""
+    return [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]

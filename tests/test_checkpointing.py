@@ -391,7 +391,123 @@ def test_read_only_checkpointer_needs_an_existing_directory(tmp_path):
 def test_read_config_reports_missing_config_or_step(checkpointer):
     checkpointer.save(2, make_state())
     checkpointer.wait_until_finished()
-    with pytest.raises(checkpointing.CheckpointNotFoundError, match="holds no config"):
-        checkpointer.read_config()
+    assert checkpointer.read_config() is None  # saved without a config
     with pytest.raises(checkpointing.CheckpointNotFoundError, match="step 5"):
         checkpointer.read_config(5)
+
+
+# --------------------------------------------------------------------------- generator item
+
+MODEL_CONFIG = {"family": "glcic", "width_multiplier": 0.25, "fill_value": [0.5, 0.4, 0.3],
+                "compute_dtype": "auto"}
+
+
+def generator_of(state: TrainState) -> dict:
+    """The generator item of `state`: its parameters and BatchNorm statistics."""
+    return {"params": state.g_params, "batch_stats": state.batch_stats["generator"]}
+
+
+def zeros_like_tree(tree):
+    return jax.tree.map(jnp.zeros_like, tree)
+
+
+def test_state_generator_and_model_config_are_saved_together(checkpointer):
+    state = make_state(seed=3)
+    config = {"trainer": "glcic", "model": MODEL_CONFIG}
+    assert checkpointer.save(5, state, generator=generator_of(state), model_config=MODEL_CONFIG,
+                             data_state={"position": 2}, config=config)
+    checkpointer.wait_until_finished()
+    items = {path.name for path in (checkpointer.directory / "5").iterdir() if path.is_dir()}
+    assert {"state", "generator", "model_config", "config", "data_state"} <= items
+
+    generator = checkpointer.restore_generator(zeros_like_tree(generator_of(state)))
+    assert_states_equal(generator, generator_of(state))  # exact values, same structure
+    assert checkpointer.read_model_config() == MODEL_CONFIG
+    assert checkpointer.read_model_config(5) == MODEL_CONFIG
+    restored = checkpointer.restore(make_state(seed=4))
+    assert_states_equal(restored.state, state)
+    assert restored.config == config and restored.data_state == {"position": 2}
+
+
+def test_restore_generator_onto_another_architecture_names_the_leaf(tmp_path):
+    state = make_state()
+    with checkpointing.Checkpointer(tmp_path, save_interval_steps=1) as ckpt:
+        ckpt.save(2, state, generator=generator_of(state), model_config=MODEL_CONFIG)
+    wider = generator_of(make_state(g_features=8))
+    with checkpointing.Checkpointer(tmp_path, read_only=True) as reader:
+        before = directory_snapshot(tmp_path)
+        with pytest.raises(checkpointing.CheckpointMismatchError) as raised:
+            reader.restore_generator(wider)
+        assert directory_snapshot(tmp_path) == before
+    message = str(raised.value)
+    for fragment in ["params.Dense_0.kernel", "saved shape (3, 4)", "expected shape (3, 8)",
+                     "generator of the checkpoint for step 2", "Nothing was restored"]:
+        assert fragment in message
+
+
+def test_generator_only_checkpoint_has_no_training_config_or_state(checkpointer):
+    state = make_state(seed=2)
+    assert checkpointer.save(1, generator=generator_of(state), model_config=MODEL_CONFIG)
+    checkpointer.wait_until_finished()
+    items = {path.name for path in (checkpointer.directory / "1").iterdir() if path.is_dir()}
+    assert items == {"generator", "model_config"}
+    assert checkpointer.read_config() is None
+    assert checkpointer.read_model_config() == MODEL_CONFIG
+    assert_states_equal(checkpointer.restore_generator(zeros_like_tree(generator_of(state))),
+                        generator_of(state))
+    with pytest.raises(checkpointing.CheckpointMismatchError, match="holds no training state"):
+        checkpointer.restore(make_state())
+    with pytest.raises(checkpointing.CheckpointNotFoundError, match="holds no training state"):
+        checkpointer.read_saved_state()
+
+
+def test_a_generator_needs_its_model_config_and_a_checkpoint_needs_something(checkpointer):
+    state = make_state()
+    with pytest.raises(ValueError, match="together with its model config"):
+        checkpointer.save(1, state, generator=generator_of(state))
+    with pytest.raises(ValueError, match="together with its model config"):
+        checkpointer.save(1, state, model_config=MODEL_CONFIG)
+    with pytest.raises(ValueError, match="a training state, a generator or both"):
+        checkpointer.save(1, config={"trainer": "glcic"})
+    with pytest.raises(TypeError, match="model config to checkpoint must be JSON-serialisable"):
+        checkpointer.save(1, generator=generator_of(state), model_config={"mean": np.zeros(3)})
+    checkpointer.wait_until_finished()
+    assert checkpointer.all_steps() == []
+
+
+def test_old_checkpoints_without_a_generator_name_the_conversion_command(checkpointer):
+    state = make_state()
+    checkpointer.save(3, state, config={"trainer": "glcic"})  # the format before generators
+    checkpointer.wait_until_finished()
+    for read in (checkpointer.read_model_config,
+                 lambda: checkpointer.restore_generator(generator_of(state))):
+        with pytest.raises(checkpointing.NoGeneratorError) as raised:
+            read()
+        assert isinstance(raised.value, checkpointing.CheckpointNotFoundError)
+        message = str(raised.value)
+        assert "python -m launch.convert_checkpoint" in message and "step 3" in message
+        assert f"--input={checkpointer.directory.parent}" in message
+    assert checkpointer.read_config() == {"trainer": "glcic"}  # the rest is still readable
+
+
+def test_read_saved_state_needs_no_template(checkpointer):
+    state = make_state(seed=6)
+    checkpointer.save(4, state, config={"trainer": "glcic"})
+    checkpointer.save(8, make_state(seed=9))
+    checkpointer.wait_until_finished()
+
+    saved = checkpointer.read_saved_state(4)
+    assert set(saved) == {"step", "g_params", "d_params", "g_opt_state", "d_opt_state",
+                          "batch_stats", "rng"}
+    for name in ("step", "g_params", "d_params", "batch_stats"):
+        saved_leaves, leaves = jax.tree.leaves(saved[name]), jax.tree.leaves(getattr(state, name))
+        assert len(saved_leaves) == len(leaves)
+        for got, want in zip(saved_leaves, leaves):
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(_comparable(saved["rng"]), _comparable(state.rng))
+    assert saved["g_params"]["Dense_0"]["kernel"].sharding == jax.sharding.SingleDeviceSharding(
+        jax.local_devices()[0])
+    assert int(checkpointer.read_saved_state()["step"]) == int(make_state(seed=9).step)  # latest
+    with pytest.raises(checkpointing.CheckpointNotFoundError, match="step 5"):
+        checkpointer.read_saved_state(5)

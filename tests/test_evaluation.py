@@ -473,7 +473,7 @@ def tiny_model(glcic_workdir):
 
 
 def test_trained_model_is_scored_beside_baselines_with_a_warm_up(tiny_model, photos):
-    size = tiny_model.config.data.crop_size
+    size = tiny_model.training_config.data.crop_size
     images = evaluation.ImageSet.from_arrays(
         {k: photos[k] for k in ("chelsea", "coffee", "rocket")}
     )

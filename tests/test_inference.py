@@ -1,8 +1,13 @@
 """Tests for inpaint_jax.inference with the tiny trained GLCIC of the `glcic_workdir` fixture."""
 
+import ast
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import cv2
@@ -12,10 +17,14 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from configs import glcic as glcic_config
 from configs import pggan as pggan_config
-from inpaint_jax import checkpointing, image_io, inference, parallel, windows
+from inpaint_jax import checkpointing, image_io, inference, models, windows
 from inpaint_jax.models import glcic
-from inpaint_jax.trainers import common, pggan
+
+pytestmark = pytest.mark.fast_compile  # tiny networks: compiling dominates
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def photo(height: int, width: int) -> np.ndarray:
@@ -66,7 +75,9 @@ def test_8bit_file_written_back_keeps_the_bytes_of_known_pixels(model, tmp_path)
 def test_load_model_takes_a_workdir_its_checkpoints_or_one_step(model, glcic_workdir):
     assert (model.name, model.step) == ("glcic", 6)
     assert model.size_multiple == glcic.COMPLETION_SIZE_MULTIPLE
-    assert model.config.trainer == "glcic"
+    assert model.training_config.trainer == "glcic"
+    assert model.model_config.family == "glcic"
+    assert model.model_config.width_multiplier == model.training_config.model.width_multiplier
     checkpoints = Path(glcic_workdir) / "checkpoints"
     assert inference.load_model(checkpoints).step == 6
     older = inference.load_model(checkpoints / "3")
@@ -191,32 +202,63 @@ def test_postprocess_option_blends_the_holes(model):
     assert np.abs(blended - raw)[mask[..., 0] == 1].mean() > 0.01
 
 
+def write_generator_checkpoint(workdir: Path, model_config, step: int, config=None, seed=0):
+    """A checkpoint of a randomly initialised `models.build(model_config)` generator alone.
+
+    What importing released weights writes: the generator's variables and its
+    model config (plus `config`, a training config, if given). Returns
+    (generator module, its variables).
+    """
+    generator = models.build(model_config).generator
+    inputs = models.example_inputs(model_config, 32).generator
+    variables = jax.jit(lambda rng: generator.init(rng, *inputs, train=False))(
+        jax.random.key(seed))
+    variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    with checkpointing.Checkpointer(workdir / "checkpoints", async_save=False) as checkpointer:
+        checkpointer.save(step, generator=variables, model_config=model_config.to_dict(),
+                          config=config, force=True)
+    return generator, variables
+
+
 def test_generators_declaring_their_size_multiple_load_without_a_table_entry(tmp_path):
     config = pggan_config.get_config("runlocal")
     config.model.update(preset="PGGAN-Res", num_blocks=1, width_multiplier=0.125)
-    generator, discriminator = pggan.build_models(config)
-    state = pggan.create_train_state(
-        config, generator, discriminator, common.create_optimizer(config.g_optimizer),
-        common.create_optimizer(config.d_optimizer), parallel.create_mesh(jax.devices()[:1]))
-    with checkpointing.Checkpointer(tmp_path / "checkpoints", async_save=False) as checkpointer:
-        checkpointer.save(1, state, config=config.to_dict(), force=True)
+    generator, _ = write_generator_checkpoint(tmp_path, config.model, 1, config=config.to_dict())
 
     model = inference.load_model(tmp_path)
 
-    assert "pggan" not in inference.FAMILY_SIZE_MULTIPLES
+    assert not hasattr(inference, "FAMILY_SIZE_MULTIPLES")  # no table: the generator says
     assert (model.name, model.size_multiple) == ("pggan", generator.size_multiple)
     assert model.size_multiple == 8  # three down-samplings: not GLCIC's 4
+    assert model.training_config.trainer == "pggan"
     image, mask = photo(37, 53), two_holes(37, 53)
     assert_known_pixels_kept_and_holes_filled(inference.inpaint(model, image, mask), image, mask)
     assert model.compiled_shapes == ((40, 56),)
 
 
-def copy_of_checkpoint(glcic_workdir, destination: Path, edit_config) -> Path:
-    """A copy of checkpoint step 6 whose config.json text is replaced by edit_config(text)."""
+def test_imported_generator_alone_loads_without_a_training_config(tmp_path):
+    model_config = glcic_config.get_config("runlocal").model
+    model_config.width_multiplier = 0.125
+    generator, variables = write_generator_checkpoint(tmp_path / "imported", model_config, 0,
+                                                      seed=3)
+    assert not (tmp_path / "imported" / "checkpoints" / "0" / "state").exists()
+
+    model = inference.load_model(tmp_path / "imported")
+
+    assert (model.name, model.step, model.training_config) == ("glcic", 0, None)
+    assert model.model_config.to_dict() == json.loads(json.dumps(model_config.to_dict()))
+    image, mask = photo(24, 32), two_holes(24, 32)
+    expected = generator.apply(variables, image[None], mask[None], train=False)[0]
+    np.testing.assert_allclose(model(image, mask), expected, atol=1e-6)
+    assert_known_pixels_kept_and_holes_filled(inference.inpaint(model, image, mask), image, mask)
+
+
+def copy_of_checkpoint(glcic_workdir, destination: Path, item: str, edit) -> Path:
+    """A copy of checkpoint step 6 whose <item>/<item>.json text is replaced by edit(text)."""
     step = destination / "checkpoints" / "6"
     shutil.copytree(Path(glcic_workdir) / "checkpoints" / "6", step)
-    config_file = step / "config" / "config.json"
-    config_file.write_text(edit_config(config_file.read_text()))
+    json_file = step / item / f"{item}.json"
+    json_file.write_text(edit(json_file.read_text()))
     return destination
 
 
@@ -236,18 +278,42 @@ def edit_json(**changes):
     return edit
 
 
-@pytest.mark.parametrize("edit, message", [
-    (edit_json(trainer="pix2pix"), "trainer 'pix2pix', which is not a model trainer"),
-    (edit_json(trainer="common"), "trainer 'common', which is not a model trainer"),
-    (lambda text: text[: len(text) // 2], "config/config.json is damaged"),
-    (edit_json(model=None), "cannot build the glcic model"),
-    (edit_json(**{"model.width_multiplier": 0.25}), "does not fit the glcic model"),
-], ids=["unknown trainer", "not a trainer", "truncated json", "missing field", "other architecture"])
-def test_checkpoints_that_do_not_make_a_model_are_explained(glcic_workdir, tmp_path, edit,
+def truncate(text):
+    return text[: len(text) // 2]
+
+
+@pytest.mark.parametrize("item, edit, message", [
+    ("model_config", edit_json(family="pix2pix"), "model family 'pix2pix' is not one of"),
+    ("model_config", edit_json(family=None), "model family None is not one of"),
+    ("model_config", truncate, "cannot read the model config .* damaged"),
+    ("config", truncate, "cannot read the config .* damaged"),
+    ("model_config", edit_json(width_multiplier=None),
+     "cannot build the model .* glcic model config lacks a field"),
+    ("model_config", edit_json(width_multiplier=0.25), "does not fit the glcic model"),
+], ids=["unknown family", "no family", "truncated model config", "truncated config",
+        "missing field", "other architecture"])
+def test_checkpoints_that_do_not_make_a_model_are_explained(glcic_workdir, tmp_path, item, edit,
                                                              message):
-    workdir = copy_of_checkpoint(glcic_workdir, tmp_path, edit)
+    workdir = copy_of_checkpoint(glcic_workdir, tmp_path, item, edit)
     with pytest.raises(inference.ModelLoadError, match=message):
         inference.load_model(workdir)
+
+
+def test_the_training_config_does_not_decide_the_model(glcic_workdir, tmp_path):
+    workdir = copy_of_checkpoint(glcic_workdir, tmp_path, "config",
+                                 edit_json(trainer="pix2pix", model=None))
+    model = inference.load_model(workdir)
+    assert (model.name, model.training_config.trainer) == ("glcic", "pix2pix")
+
+
+def test_old_checkpoints_without_a_generator_name_the_conversion_command(glcic_workdir,
+                                                                        tmp_path):
+    step = tmp_path / "old" / "checkpoints" / "6"
+    shutil.copytree(Path(glcic_workdir) / "checkpoints" / "6", step)
+    for item in ("generator", "model_config"):  # what checkpoints held before generators
+        shutil.rmtree(step / item)
+    with pytest.raises(checkpointing.NoGeneratorError, match="python -m launch.convert_checkpoint"):
+        inference.load_model(tmp_path / "old")
 
 
 def test_paths_without_checkpoints_are_explained(tmp_path):
@@ -260,9 +326,8 @@ def test_paths_without_checkpoints_are_explained(tmp_path):
 class CentreGrey:
     """A fixed-size stand-in network: paints its input's central half grey; records its inputs."""
 
-    input_size = 16
-
-    def __init__(self):
+    def __init__(self, input_size=16):
+        self.input_size = input_size
         self.inputs = []
 
     def apply(self, variables, image, mask, *, train):
@@ -271,9 +336,14 @@ class CentreGrey:
         return image.at[:, 4:12, 4:12].set(0.25)
 
 
+STUB_MODEL_CONFIG = {"family": "context_encoder"}
+
+
 def test_fixed_size_networks_see_the_window_around_the_holes_at_their_input_size():
     network = CentreGrey()
-    model = inference.InpaintingModel("stub", None, 0, 16, network, {}, input_size=16)
+    model = inference.InpaintingModel(STUB_MODEL_CONFIG, network, {}, step=3)
+    assert (model.name, model.step, model.training_config) == ("context_encoder", 3, None)
+    assert (model.input_size, model.size_multiple) == (16, 16)
     image = photo(50, 70)
     mask = np.zeros((50, 70, 1), np.float32)
     mask[20:26, 60:70] = 1  # 6 x 10, touching the right border
@@ -298,7 +368,7 @@ def test_fixed_size_networks_see_the_window_around_the_holes_at_their_input_size
 
 def test_fixed_size_networks_need_an_input_size_divisible_by_four():
     with pytest.raises(inference.ModelLoadError, match="takes 18x18 inputs.*multiple of 4"):
-        inference.InpaintingModel("stub", None, 0, 18, CentreGrey(), {}, input_size=18)
+        inference.InpaintingModel(STUB_MODEL_CONFIG, CentreGrey(input_size=18), {})
 
 
 @pytest.fixture(scope="module")
@@ -325,3 +395,106 @@ def test_context_encoder_inpaints_any_photo_size(context_encoder, boxes):
     assert_known_pixels_kept_and_holes_filled(result, image, mask)
     assert np.isfinite(result).all() and result.min() >= 0 and result.max() <= 1
     assert context_encoder.compiled_shapes == ((128, 128),)
+
+
+# --------------------------------------------------------------------------- no trainer imports
+
+
+def _imported_modules(path: Path, package: str) -> set[str]:
+    """Every module `path` (a module of `package`) imports, as absolute dotted names.
+
+    `import a.b` gives a.b; `from a import b` gives a and a.b (b may be a
+    submodule); relative imports are resolved against `package`;
+    `importlib.import_module("a.b")` with a literal name gives a.b.
+    """
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, *([base] if base else [])])
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(
+                node.func, "id", None)) in ("import_module", "__import__") and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names.add(node.args[0].value)
+    return names
+
+
+def _imports_trainers(path: Path, package: str) -> bool:
+    return any(name == "inpaint_jax.trainers" or name.startswith("inpaint_jax.trainers.")
+               for name in _imported_modules(path, package))
+
+
+def test_the_detector_sees_every_spelling_of_a_trainers_import(tmp_path):
+    spellings = ["import inpaint_jax.trainers.glcic", "from inpaint_jax import trainers",
+                 "from inpaint_jax.trainers import loop", "from ..trainers import state",
+                 "from .. import trainers",
+                 "def f():\n    from inpaint_jax.trainers import gan",
+                 "importlib.import_module('inpaint_jax.trainers.dfnet')"]
+    for index, source in enumerate(spellings):
+        module = tmp_path / f"m{index}.py"
+        module.write_text(source + "\n")
+        assert _imports_trainers(module, "inpaint_jax.data"), source
+    clean = tmp_path / "clean.py"
+    clean.write_text("from inpaint_jax import models, two_stage\nimport inpaint_jax.trainerless\n"
+                     "from . import trainers_notes\n")
+    assert not _imports_trainers(clean, "inpaint_jax.data")
+
+
+def test_only_the_trainers_train_py_and_benchmark_py_import_the_trainers():
+    library = REPO / "inpaint_jax"
+    offenders = []
+    for path in sorted(library.rglob("*.py")):
+        relative = path.relative_to(REPO)
+        if relative.parts[1] == "trainers":
+            continue
+        package = ".".join(relative.with_suffix("").parts)
+        if path.name != "__init__.py":
+            package = package.rsplit(".", 1)[0]
+        if _imports_trainers(path, package):
+            offenders.append(str(relative))
+    assert offenders == []
+    assert len(list(library.rglob("*.py"))) > 40  # the walk saw the library
+    launchers = sorted(path.name for path in (REPO / "launch").glob("*.py")
+                       if _imports_trainers(path, "launch"))
+    assert launchers == ["benchmark.py", "train.py"]
+
+
+_INPAINT_IN_PROCESS = textwrap.dedent("""
+    import sys
+    from absl import flags
+    from launch import inpaint
+
+    flags.FLAGS(["inpaint", *sys.argv[1:]])
+    inpaint.main(["inpaint"])
+    prefixes = ("tensorflow", "tensorflow_datasets", "inpaint_jax.trainers")
+    loaded = sorted(name for name in sys.modules
+                    if any(name == p or name.startswith(p + ".") for p in prefixes))
+    print("LOADED", ",".join(loaded))
+""")
+
+
+def test_inpaint_command_needs_no_tensorflow_and_no_trainer(glcic_workdir, tmp_path):
+    pixels = cv2.resize(skimage.data.astronaut(), (40, 30), interpolation=cv2.INTER_AREA)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    mask = two_holes(30, 40)
+    Image.fromarray((mask[..., 0] * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    output = tmp_path / "result.png"
+    env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    run = subprocess.run(
+        [sys.executable, "-c", _INPAINT_IN_PROCESS, f"--workdir={glcic_workdir}",
+         f"--image={tmp_path / 'photo.png'}", f"--mask={tmp_path / 'mask.png'}",
+         f"--output={output}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    (line,) = [line for line in run.stdout.splitlines() if line.startswith("LOADED")]
+    assert line == "LOADED ", line  # nothing of TensorFlow, TFDS or the trainers
+    written = np.asarray(Image.open(output))
+    known = mask[..., 0] == 0
+    np.testing.assert_array_equal(written[known], pixels[known])
+    assert np.any(written[~known] != pixels[~known])

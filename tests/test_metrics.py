@@ -122,30 +122,44 @@ def test_bad_shapes_are_rejected(prediction_shape, target_shape, mask_shape, mes
         )
 
 
-def test_accumulator_ignores_padded_examples():
-    accumulator = metrics.MetricAccumulator()
-    accumulator.add({"psnr": np.array([10.0, 20.0]), "ssim": np.array([0.5, 0.7])})
-    accumulator.add(
+def _means(sums):
+    """Per-metric means from `sum_valid`'s sums and count (as the evaluator computes them)."""
+    sums = jax.device_get(sums)
+    count = int(sums.pop("count"))
+    return {name: float(total) / count for name, total in sums.items()}, count
+
+
+def test_sum_valid_ignores_padded_examples():
+    first = metrics.sum_valid({"psnr": np.array([10.0, 20.0]), "ssim": np.array([0.5, 0.7])})
+    assert int(first["count"]) == 2
+    assert float(first["psnr"]) == pytest.approx(30.0)
+    second = metrics.sum_valid(
         {"psnr": np.array([30.0, np.nan, 999.0]), "ssim": np.array([0.9, np.nan, -5.0])},
         valid=np.array([True, False, False]),
     )
-    result = accumulator.result()
+    # Padded entries are excluded even when they hold NaN.
+    assert int(second["count"]) == 1
+    assert float(second["psnr"]) == pytest.approx(30.0)
+    assert float(second["ssim"]) == pytest.approx(0.9)
+    total = jax.tree.map(lambda a, b: a + b, first, second)
+    result, count = _means(total)
+    assert count == 3
     assert result["psnr"] == pytest.approx(20.0)
     assert result["ssim"] == pytest.approx(0.7)
 
 
-def test_accumulator_without_valid_examples_raises():
-    accumulator = metrics.MetricAccumulator()
-    accumulator.add({"psnr": np.array([10.0])}, valid=np.array([False]))
-    with pytest.raises(ValueError, match="no valid examples"):
-        accumulator.result()
+def test_sum_valid_without_valid_examples_counts_zero():
+    sums = metrics.sum_valid({"psnr": np.array([10.0])}, valid=np.array([False]))
+    assert int(sums["count"]) == 0
+    assert float(sums["psnr"]) == 0.0
 
 
-def test_accumulator_reads_metrics_of_sharded_global_batches():
+def test_sum_valid_reads_metrics_of_sharded_global_batches():
     mesh = parallel.create_mesh()
     values = np.arange(8, dtype=np.float32)
     valid = values < 5
     batch = parallel.make_global_batch({"l1": values, "valid": valid}, mesh)
-    accumulator = metrics.MetricAccumulator()
-    accumulator.add({"l1": batch["l1"]}, valid=batch["valid"])
-    assert accumulator.result()["l1"] == pytest.approx(values[valid].mean())
+    sums = jax.jit(metrics.sum_valid)({"l1": batch["l1"]}, batch["valid"])
+    result, count = _means(sums)
+    assert count == 5
+    assert result["l1"] == pytest.approx(values[valid].mean())

@@ -69,9 +69,9 @@ def test_make_global_batch_rejects_batches_that_do_not_split_over_devices(mesh):
         parallel.make_global_batch({"step": np.float32(3.0)}, mesh)
 
 
-def test_replicate_puts_a_full_copy_on_every_device(mesh):
+def test_replicated_sharding_puts_a_full_copy_on_every_device(mesh):
     tree = {"w": np.arange(6.0).reshape(2, 3), "b": np.ones(3, np.float32)}
-    replicated = parallel.replicate(tree, mesh)
+    replicated = jax.device_put(tree, parallel.replicated_sharding(mesh))
     for name, array in replicated.items():
         assert array.sharding.is_fully_replicated
         assert len(array.addressable_shards) == 8
@@ -123,7 +123,7 @@ def _train_step_on(mesh, variables, images):
         out_shardings=(replicated, replicated, replicated, sharded),
     )
     return jitted(
-        parallel.replicate(variables, mesh),
+        jax.device_put(variables, replicated),
         parallel.make_global_batch({"image": images}, mesh)["image"],
     )
 

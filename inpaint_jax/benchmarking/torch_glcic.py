@@ -135,18 +135,6 @@ def load_flax_variables(network: CompletionNetwork, variables: Mapping) -> Compl
     return network
 
 
-def flax_kernels(network: CompletionNetwork) -> dict[str, np.ndarray]:
-    """The convolution kernels of `network` in Flax layout, by Flax layer name."""
-    kernels = {}
-    for index, (spec, block) in enumerate(zip(glcic.COMPLETION_LAYERS, network.blocks), start=1):
-        weight = block[0].weight.detach().numpy()
-        if spec.kind == "deconv":
-            kernels[f"layer{index:02d}"] = weight.transpose(2, 3, 0, 1)[::-1, ::-1]
-        else:
-            kernels[f"layer{index:02d}"] = weight.transpose(2, 3, 1, 0)
-    return kernels
-
-
 def to_nchw(array: np.ndarray) -> torch.Tensor:
     """NHWC numpy -> contiguous NCHW float32 tensor."""
     return torch.from_numpy(

@@ -85,9 +85,9 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> loop.Tr
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
     """Trains the refinement network per `config` in `workdir`, resuming from its last checkpoint."""
-    workdir = loop.prepare_workdir(workdir)
     mesh = parallel.create_mesh()
-    training = build(config, mesh)  # before the cache: a bad config or missing VGG weights stop here.
+    training = build(config, mesh)  # first: a bad config or missing VGG weights stop here.
+    workdir = loop.prepare_workdir(workdir)
     coarse = inference.load_model(config.coarse_workdir)
     cache_root = config.cache_dir or os.path.join(workdir, "coarse_cache")
     data = coarse_cache.create_datasets(config, mesh, coarse, cache_root)

@@ -1,10 +1,11 @@
-"""Tests for `python -m launch.inpaint`: two end-to-end runs, the rest in-process."""
+"""Tests for `python -m launch.inpaint`, run in-process (tests/launch/conftest.py).
+
+tests/test_inference.py runs it once in a fresh interpreter, to see what it imports.
+"""
 
 import json
 import logging
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -17,14 +18,28 @@ from absl import app, flags
 from PIL import Image
 
 from inpaint_jax.models import vgg
-from launch import inpaint
+from inpaint_jax.weights import vgg as vgg_weights
+from tests.launch.conftest import launch_command
+from tests.test_two_stage import write_refinement_workdir
 
-REPO = Path(__file__).resolve().parents[1]
+# Tests of tiny networks compile without most XLA optimisations (`fast_compile`); the NPS
+# tests keep them: their optimisation loops run far slower unoptimised.
+FAST_COMPILE = pytest.mark.fast_compile
 
 
-def run_cli(*arguments):
-    return subprocess.run([sys.executable, "-m", "launch.inpaint", *arguments], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope="module")
+def inpaint():
+    """The launch.inpaint module, with its flags."""
+    with launch_command("inpaint") as module:
+        yield module
+
+
+@pytest.fixture
+def run_inpaint(inpaint, parsed_flags):
+    """run(*arguments): `python -m launch.inpaint ARGUMENTS` in this process."""
+    def run(*arguments):
+        inpaint.main(parsed_flags("inpaint", *arguments))
+    return run
 
 
 def astronaut(height: int, width: int) -> np.ndarray:
@@ -46,23 +61,26 @@ def read_rgb(path) -> np.ndarray:
         return np.asarray(image)
 
 
-def test_alpha_channel_as_mask_with_checkpoint_and_postprocess(glcic_workdir, tmp_path):
+@FAST_COMPILE
+def test_alpha_channel_as_mask_with_checkpoint_and_postprocess(glcic_workdir, tmp_path,
+                                                              run_inpaint):
     pixels = astronaut(72, 101)
     hole = hole_mask(72, 101, [(8, 10, 30, 40), (40, 60, 66, 95)])
     alpha = np.where(hole, 0, 255).astype(np.uint8)
     Image.fromarray(np.dstack([pixels, alpha]), "RGBA").save(tmp_path / "photo.png")
     output = tmp_path / "result.png"
 
-    result = run_cli(f"--checkpoint={glcic_workdir}/checkpoints/6", f"--image={tmp_path}/photo.png",
-                     f"--output={output}", "--postprocess")
+    run_inpaint(f"--checkpoint={glcic_workdir}/checkpoints/6", f"--image={tmp_path}/photo.png",
+                f"--output={output}", "--postprocess")
 
-    assert result.returncode == 0, result.stderr
     written = read_rgb(output)
     np.testing.assert_array_equal(written[~hole], pixels[~hole])
     assert np.abs(written[hole].astype(int) - pixels[hole]).mean() > 3
 
 
-def test_folder_mode_pairs_by_name_and_reports_the_rest(glcic_workdir, tmp_path):
+@FAST_COMPILE
+def test_folder_mode_pairs_by_name_and_reports_the_rest(glcic_workdir, tmp_path, run_inpaint,
+                                                        caplog):
     images, masks, outputs = tmp_path / "images", tmp_path / "masks", tmp_path / "outputs"
     for folder in (images, masks, outputs):
         folder.mkdir()
@@ -85,12 +103,13 @@ def test_folder_mode_pairs_by_name_and_reports_the_rest(glcic_workdir, tmp_path)
     for name, hole in holes.items():
         Image.fromarray(hole.astype(np.uint8) * 255).save(masks / f"{name}.png")
 
-    result = run_cli(f"--workdir={glcic_workdir}", f"--image={images}", f"--mask={masks}",
-                     f"--output={outputs}", "--max_size=40")
+    with caplog.at_level(logging.WARNING), pytest.raises(SystemExit) as failed:
+        run_inpaint(f"--workdir={glcic_workdir}", f"--image={images}", f"--mask={masks}",
+                    f"--output={outputs}", "--max_size=40")
 
-    assert result.returncode != 0  # the broken image is the one failure...
-    assert "1 of 4 images failed" in result.stderr and "broken.png" in result.stderr
-    assert "lonely.png" in result.stderr and "orphan.png" in result.stderr
+    # The broken image is the one failure...
+    assert "1 of 4 images failed" in str(failed.value) and "broken.png" in str(failed.value)
+    assert "lonely.png" in caplog.text and "orphan.png" in caplog.text
     # ...the others are done.
     assert sorted(path.name for path in outputs.iterdir()) == [
         "colour.png", "grey.png", "translucent.png"]
@@ -111,7 +130,7 @@ def write_pngs(folder: Path, *names: str) -> None:
         Image.fromarray(np.zeros((4, 4), np.uint8)).save(folder / name)
 
 
-def test_pairing_lists_unmatched_files(tmp_path, caplog):
+def test_pairing_lists_unmatched_files(inpaint, tmp_path, caplog):
     write_pngs(tmp_path / "images", "a.png", "b.png", "c.png")
     write_pngs(tmp_path / "masks", "a.png", "b.png", "d.png")
     (tmp_path / "out").mkdir()
@@ -123,7 +142,7 @@ def test_pairing_lists_unmatched_files(tmp_path, caplog):
     assert "2 files" in caplog.text and "c.png" in caplog.text and "d.png" in caplog.text
 
 
-def test_folder_without_masks_uses_alpha_channels(tmp_path):
+def test_folder_without_masks_uses_alpha_channels(inpaint, tmp_path):
     write_pngs(tmp_path / "images", "a.png", "b.png")
     (tmp_path / "out").mkdir()
     jobs = inpaint.plan_jobs(str(tmp_path / "images"), None, str(tmp_path / "out"))
@@ -145,7 +164,8 @@ def test_folder_without_masks_uses_alpha_channels(tmp_path):
     ({"out": []}, ("images/a.png", None, "out/a.png"), "--image .* is not a file"),
 ], ids=["no pairs", "name clash", "no output folder", "output is input", "missing output dir",
         "output is a folder", "missing image"])
-def test_unusable_paths_are_refused_before_any_work(tmp_path, layout, arguments, message):
+def test_unusable_paths_are_refused_before_any_work(inpaint, tmp_path, layout, arguments,
+                                                    message):
     for folder, names in layout.items():
         write_pngs(tmp_path / folder, *names)
     image, mask, output = (None if part is None else str(tmp_path / part) for part in arguments)
@@ -153,27 +173,31 @@ def test_unusable_paths_are_refused_before_any_work(tmp_path, layout, arguments,
         inpaint.plan_jobs(image, mask, output)
 
 
-@pytest.fixture
-def parsed_flags():
-    """Parses command-line flags for an in-process `inpaint.main` call; resets them after."""
-    def parse(*arguments):
-        flags.FLAGS(["inpaint", *arguments])
-    yield parse
-    flags.FLAGS.unparse_flags()
-
-
-def test_checkpoint_of_another_model_gives_a_clear_error(glcic_workdir, tmp_path, parsed_flags):
+def test_checkpoint_of_another_model_gives_a_clear_error(glcic_workdir, tmp_path, run_inpaint):
     step = tmp_path / "other" / "checkpoints" / "6"
     shutil.copytree(Path(glcic_workdir) / "checkpoints" / "6", step)
-    config_file = step / "config" / "config.json"
-    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "trainer": "lama"}))
+    config_file = step / "model_config" / "model_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "family": "lama"}))
     Image.fromarray(astronaut(16, 16)).save(tmp_path / "photo.png")
     Image.fromarray(np.eye(16, dtype=np.uint8) * 255).save(tmp_path / "mask.png")
-    parsed_flags(f"--workdir={tmp_path / 'other'}", f"--image={tmp_path}/photo.png",
-                 f"--mask={tmp_path}/mask.png", f"--output={tmp_path}/result.png")
 
-    with pytest.raises(SystemExit, match="trainer 'lama', which is not a model trainer"):
-        inpaint.main(["inpaint"])
+    with pytest.raises(SystemExit, match="model family 'lama' is not one of"):
+        run_inpaint(f"--workdir={tmp_path / 'other'}", f"--image={tmp_path}/photo.png",
+                    f"--mask={tmp_path}/mask.png", f"--output={tmp_path}/result.png")
+    assert not (tmp_path / "result.png").exists()
+
+
+def test_old_checkpoint_names_the_conversion_command(glcic_workdir, tmp_path, run_inpaint):
+    step = tmp_path / "old" / "checkpoints" / "6"
+    shutil.copytree(Path(glcic_workdir) / "checkpoints" / "6", step)
+    for item in ("generator", "model_config"):  # what checkpoints held before generators
+        shutil.rmtree(step / item)
+    Image.fromarray(astronaut(16, 16)).save(tmp_path / "photo.png")
+    Image.fromarray(np.eye(16, dtype=np.uint8) * 255).save(tmp_path / "mask.png")
+
+    with pytest.raises(SystemExit, match="python -m launch.convert_checkpoint"):
+        run_inpaint(f"--workdir={tmp_path / 'old'}", f"--image={tmp_path}/photo.png",
+                    f"--mask={tmp_path}/mask.png", f"--output={tmp_path}/result.png")
     assert not (tmp_path / "result.png").exists()
 
 
@@ -183,24 +207,25 @@ def random_vgg19(tmp_path_factory):
     variables = vgg.VGG(depth=19).init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
                                        taps=("relu5_4",))
     path = tmp_path_factory.mktemp("vgg") / "vgg19.npz"
-    weights = vgg.VGGWeights(jax.tree.map(np.asarray, variables), vgg.TORCHVISION_NORMALIZATION, 19)
-    vgg.save_converted(path, weights)
+    weights = vgg_weights.VGGWeights(jax.tree.map(np.asarray, variables),
+                                     vgg.TORCHVISION_NORMALIZATION, 19)
+    vgg_weights.save_converted(path, weights)
     return path
 
 
-def test_nps_method_fills_a_hole(glcic_workdir, random_vgg19, tmp_path):
+def test_nps_method_fills_a_hole(glcic_workdir, random_vgg19, tmp_path, run_inpaint, caplog):
     pixels = astronaut(40, 52)
     hole = hole_mask(40, 52, [(14, 20, 26, 34)])
     Image.fromarray(pixels).save(tmp_path / "photo.png")
     Image.fromarray(hole.astype(np.uint8) * 255).save(tmp_path / "mask.png")
     output = tmp_path / "result.png"
 
-    result = run_cli("--method=nps", f"--content={glcic_workdir}", f"--vgg={random_vgg19}",
-                     "--nps_iterations=2", f"--image={tmp_path}/photo.png",
-                     f"--mask={tmp_path}/mask.png", f"--output={output}")
+    with caplog.at_level(logging.INFO):
+        run_inpaint("--method=nps", f"--content={glcic_workdir}", f"--vgg={random_vgg19}",
+                    "--nps_iterations=2", f"--image={tmp_path}/photo.png",
+                    f"--mask={tmp_path}/mask.png", f"--output={output}")
 
-    assert result.returncode == 0, result.stderr
-    assert "neural patch synthesis over the glcic model of step 6" in result.stderr
+    assert "neural patch synthesis over the glcic model of step 6" in caplog.text
     written = read_rgb(output)
     np.testing.assert_array_equal(written[~hole], pixels[~hole])
     assert np.abs(written[hole].astype(int) - pixels[hole]).mean() > 3
@@ -222,28 +247,25 @@ def assert_hole_filled(written: np.ndarray, pixels: np.ndarray, hole: np.ndarray
         assert np.mean(np.abs(filled - flat).max(axis=1) <= 2) < 0.5
 
 
-def test_context_encoder_workdir_inpaints_a_photo(ce_workdir, tmp_path, parsed_flags):
+@FAST_COMPILE
+def test_context_encoder_workdir_inpaints_a_photo(ce_workdir, tmp_path, run_inpaint):
     pixels = astronaut(90, 140)
     hole = hole_mask(90, 140, [(20, 90, 50, 140)])  # off-centre, touching the right border
     write_photo_and_mask(tmp_path, pixels, hole)
-    parsed_flags(f"--workdir={ce_workdir}", f"--image={tmp_path}/photo.png",
-                 f"--mask={tmp_path}/mask.png", f"--output={tmp_path}/result.png")
-
-    inpaint.main(["inpaint"])
+    run_inpaint(f"--workdir={ce_workdir}", f"--image={tmp_path}/photo.png",
+                f"--mask={tmp_path}/mask.png", f"--output={tmp_path}/result.png")
 
     assert_hole_filled(read_rgb(tmp_path / "result.png"), pixels, hole)
 
 
 def test_nps_over_the_nps_content_network_fills_a_photo(nps_content_workdir, random_vgg19,
-                                                        tmp_path, parsed_flags):
+                                                        tmp_path, run_inpaint):
     pixels = astronaut(128, 160)
     hole = hole_mask(128, 160, [(30, 50, 94, 110)])  # 64 px: a 128 px window, levels 64 and 128
     write_photo_and_mask(tmp_path, pixels, hole)
-    parsed_flags("--method=nps", f"--content={nps_content_workdir}", f"--vgg={random_vgg19}",
-                 "--nps_iterations=2", f"--image={tmp_path}/photo.png",
-                 f"--mask={tmp_path}/mask.png", f"--output={tmp_path}/result.png")
-
-    inpaint.main(["inpaint"])
+    run_inpaint("--method=nps", f"--content={nps_content_workdir}", f"--vgg={random_vgg19}",
+                "--nps_iterations=2", f"--image={tmp_path}/photo.png",
+                f"--mask={tmp_path}/mask.png", f"--output={tmp_path}/result.png")
 
     written = read_rgb(tmp_path / "result.png")
     assert_hole_filled(written, pixels, hole)
@@ -256,20 +278,57 @@ def test_nps_over_the_nps_content_network_fills_a_photo(nps_content_workdir, ran
     (["--method=nps"], "--method=nps needs --content"),
     (["--method=nps", "--content=c", "--checkpoint=k"],
      "--checkpoint cannot be used with --method=nps"),
-], ids=["no model", "vgg without nps", "nps without content", "nps with a checkpoint"])
-def test_each_method_takes_its_own_flags(arguments, message):
+    (["--method=two_stage"], "--method=two_stage needs --refine"),
+    (["--method=two_stage", "--refine=r", "--workdir=w"],
+     "--workdir cannot be used with --method=two_stage"),
+    (["--refine=r", "--workdir=w"], "--refine cannot be used with --method=model"),
+], ids=["no model", "vgg without nps", "nps without content", "nps with a checkpoint",
+        "two_stage without refine", "two_stage with a workdir", "refine without two_stage"])
+def test_each_method_takes_its_own_flags(inpaint, arguments, message):
     with pytest.raises(flags.IllegalFlagValueError, match=message):
         flags.FLAGS(["inpaint", "--image=a.png", "--output=b.png", *arguments])
     flags.FLAGS.unparse_flags()
 
 
-def test_nps_without_vgg_weights_says_which_file_to_get(tmp_path, parsed_flags):
+def test_nps_without_vgg_weights_says_which_file_to_get(tmp_path, run_inpaint):
     Image.fromarray(astronaut(16, 16)).save(tmp_path / "photo.png")
     Image.fromarray(np.eye(16, dtype=np.uint8) * 255).save(tmp_path / "mask.png")
-    parsed_flags("--method=nps", f"--content={tmp_path}", f"--image={tmp_path}/photo.png",
-                 f"--mask={tmp_path}/mask.png", f"--output={tmp_path}/result.png")
 
     with pytest.raises(SystemExit, match="No VGG-19 weights: --vgg is not set") as error:
-        inpaint.main(["inpaint"])
+        run_inpaint("--method=nps", f"--content={tmp_path}", f"--image={tmp_path}/photo.png",
+                    f"--mask={tmp_path}/mask.png", f"--output={tmp_path}/result.png")
     assert "vgg19-dcbb9e9d.pth" in str(error.value)
     assert not (tmp_path / "result.png").exists()
+
+
+@pytest.fixture(scope="module")
+def refine_workdir(photo_dir, glcic_workdir, tmp_path_factory):
+    """A tiny refinement network (random weights) trained, says its config, with the tiny GLCIC."""
+    return write_refinement_workdir(tmp_path_factory.mktemp("refine") / "work", photo_dir,
+                                    glcic_workdir)
+
+
+@FAST_COMPILE
+def test_two_stage_method_fills_a_photo(refine_workdir, glcic_workdir, tmp_path, run_inpaint,
+                                        caplog):
+    photo = cv2.resize(skimage.data.chelsea(), (120, 90), interpolation=cv2.INTER_AREA)
+    hole = np.zeros((90, 120), bool)
+    hole[20:50, 30:80] = True
+    write_photo_and_mask(tmp_path, photo, hole)
+    output = tmp_path / "filled.png"
+    with caplog.at_level(logging.INFO):
+        run_inpaint("--method=two_stage", f"--refine={refine_workdir}", f"--coarse={glcic_workdir}",
+                    f"--image={tmp_path / 'photo.png'}", f"--mask={tmp_path / 'mask.png'}",
+                    f"--output={output}")
+    filled = read_rgb(output)
+    np.testing.assert_array_equal(filled[~hole], photo[~hole])
+    assert np.abs(filled[hole].astype(int) - photo[hole]).mean() > 1
+    assert "two-stage inpainting: the glcic model of step 6, refinement of step 4" in caplog.text
+
+
+def test_two_stage_without_refine_is_refused_before_any_work(inpaint, tmp_path):
+    with pytest.raises(flags.IllegalFlagValueError, match="--method=two_stage needs --refine"):
+        flags.FLAGS(["inpaint", "--method=two_stage", f"--image={tmp_path / 'cat.png'}",
+                     f"--output={tmp_path / 'other.png'}"])
+    flags.FLAGS.unparse_flags()
+    assert not (tmp_path / "other.png").exists()

@@ -1,25 +1,23 @@
-"""Tests for the VGG feature extractor and its weight import (inpaint_jax.models.vgg).
+"""Tests for the VGG weight import (inpaint_jax.weights.vgg): files, the .npz cache, errors.
 
 References are independent of the code under test: a torch VGG built the way
 torchvision builds it (its configuration lists, so its layer indices), and
-Keras-layout HDF5 files written here with h5py.
+Keras-layout HDF5 files written here with h5py. The module itself is
+tests/models/test_vgg.py's subject, the converter command tests/launch/test_convert_vgg.py's.
 """
 import hashlib
 import os
-import subprocess
-import sys
 from collections import OrderedDict
 
 import h5py
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
-from inpaint_jax.models import vgg
-from inpaint_jax.models.layers import InputShapeError
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from inpaint_jax.models import vgg as vgg_model
+from inpaint_jax.weights import vgg
 
 # torchvision's make_layers configurations ("M" = 2x2 max-pool).
 TORCHVISION_CFGS = {
@@ -32,8 +30,6 @@ TORCHVISION_CONV_INDICES = {
     16: [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28],
     19: [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34],
 }
-# Parameters of the convolutional part (Keras' notop models report these).
-CONV_PARAMS = {16: 14_714_688, 19: 20_024_384}
 CAFFE_BGR_MEANS = np.array([103.939, 116.779, 123.68], np.float32)
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -88,7 +84,7 @@ def relative_error(actual, expected):
 def assert_matches_at_every_relu(module, variables, images, expected_relus):
     with jax.default_matmul_precision("highest"):
         taps = module.apply(variables, images)
-    assert list(taps) == list(vgg.relu_tap_names(module.depth))
+    assert list(taps) == list(vgg_model.relu_tap_names(module.depth))
     assert len(expected_relus) == len(taps)
     for (name, actual), expected in zip(taps.items(), expected_relus):
         assert actual.shape == expected.shape, name
@@ -163,20 +159,6 @@ def torch_features_from_hwio(depth, weights):
     return features
 
 
-def test_layer_table_has_torchvision_indices_and_parameter_counts():
-    for depth in (16, 19):
-        layers = vgg.vgg_layers(depth)
-        conv_indices = [i for i, layer in enumerate(layers) if layer.kind == "conv"]
-        assert conv_indices == TORCHVISION_CONV_INDICES[depth]
-        assert len(layers) == len(torch_features(depth))
-        shapes = jax.eval_shape(
-            vgg.VGG(depth=depth).init, jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32)
-        )
-        assert sum(x.size for x in jax.tree.leaves(shapes)) == CONV_PARAMS[depth]
-    assert vgg.relu_tap_names(19)[-1] == "relu5_4"
-    assert vgg.relu_tap_names(16)[-1] == "relu5_3"
-
-
 @pytest.mark.parametrize("depth", [16, 19])
 def test_torchvision_import_matches_torch_at_every_relu(torchvision_files, depth):
     path, features = torchvision_files[depth]
@@ -219,40 +201,6 @@ def test_converted_cache_round_trip(torchvision_files, tmp_path):
     with open(path, "rb") as file:
         assert metadata["source_sha256"] == hashlib.sha256(file.read()).hexdigest()
     assert metadata["source_file"] == "vgg16.pth"
-
-
-def test_convert_cli_writes_a_loadable_npz(torchvision_files, tmp_path):
-    path, _ = torchvision_files[19]
-    output = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "launch.convert_vgg", f"--input={path}", f"--output={output}"],
-        cwd=REPO_ROOT,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    written = output / "vgg19.npz"
-    assert str(written) in result.stdout
-    assert sorted(os.listdir(output)) == ["vgg19.npz"]
-    restored = vgg.load_converted(written)
-    jax.tree.map(
-        np.testing.assert_array_equal, restored.variables, vgg.from_torchvision(path).variables
-    )
-
-
-def test_convert_cli_rejects_a_missing_input(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "launch.convert_vgg", f"--input={tmp_path}/nope.pth",
-         f"--output={tmp_path}"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode != 0
-    assert "nope.pth is not a file" in result.stderr
 
 
 def test_missing_weights_error_names_the_file_to_get_and_the_flag():
@@ -331,41 +279,23 @@ def test_keras_file_with_missing_layers_is_named(tmp_path):
         vgg.from_keras_h5(path)
 
 
-def test_only_layers_up_to_the_deepest_tap_exist_and_taps_keep_their_order():
-    module = vgg.VGG(depth=19)
-    x = images()[:1, :8, :8]
-    variables = module.init(jax.random.key(0), x, taps=("relu2_1", "conv1_2"))
-    assert sorted(variables["params"]) == ["conv1_1", "conv1_2", "conv2_1"]
-    taps = module.apply(variables, x, taps=("relu2_1", "conv1_2"))
-    assert list(taps) == ["relu2_1", "conv1_2"]
-    assert taps["relu2_1"].shape == (1, 4, 4, 128)
-    assert taps["conv1_2"].min() < 0 <= taps["relu2_1"].min()
-
-
-def test_average_pooling_option():
-    x = images()[:1, :8, :8]
-    max_module, avg_module = vgg.VGG(depth=16), vgg.VGG(depth=16, pool="avg")
-    variables = max_module.init(jax.random.key(0), x, taps="pool1")
-    relu = np.asarray(max_module.apply(variables, x, taps="relu1_2")["relu1_2"])
-    blocks = relu.reshape(1, 4, 2, 4, 2, 64)
-    np.testing.assert_allclose(
-        avg_module.apply(variables, x, taps="pool1")["pool1"], blocks.mean(axis=(2, 4)), rtol=1e-6
-    )
-    np.testing.assert_array_equal(
-        max_module.apply(variables, x, taps="pool1")["pool1"], blocks.max(axis=(2, 4))
-    )
-    with pytest.raises(ValueError, match="pool must be one of"):
-        vgg.VGG(pool="median").init(jax.random.key(0), x, taps="relu1_1")
-
-
-def test_bad_taps_and_inputs_are_rejected():
-    module = vgg.VGG(depth=16)
-    x = np.zeros((1, 16, 16, 3), np.float32)
-    with pytest.raises(ValueError, match="relu5_4 unknown"):
-        module.init(jax.random.key(0), x, taps=("relu1_1", "relu5_4"))
-    with pytest.raises(ValueError, match="non-empty"):
-        module.init(jax.random.key(0), x, taps=())
-    with pytest.raises(InputShapeError, match="at least 32x32 pixels for tap pool5"):
-        module.init(jax.random.key(0), x, taps="pool5")
-    with pytest.raises(InputShapeError, match=r"\(N, H, W, 3\)"):
-        module.init(jax.random.key(0), x[..., :1], taps="relu1_1")
+def test_load_features_binds_the_file_weights_at_the_taps(torchvision_files):
+    path, features = torchvision_files[16]
+    extractor = vgg.load_features(path, 16, ["pool1", "relu2_2"])
+    assert isinstance(extractor, vgg_model.Features)
+    assert extractor.taps == ("pool1", "relu2_2")
+    assert extractor.module.depth == 16
+    assert extractor.module.normalization == vgg.TORCHVISION_NORMALIZATION
+    x = images()
+    with jax.default_matmul_precision("highest"):
+        out = extractor(jnp.asarray(x))
+    assert list(out) == ["pool1", "relu2_2"]
+    relus = torch_relu_outputs(features, (x - IMAGENET_MEAN) / IMAGENET_STD)
+    # relu2_2 is torchvision's fourth ReLU; pool1 max-pools the second.
+    assert relative_error(out["relu2_2"], relus[3]) < TOLERANCE
+    expected_pool1 = relus[1].reshape(2, 20, 2, 24, 2, 64).max(axis=(2, 4))
+    assert relative_error(out["pool1"], expected_pool1) < TOLERANCE
+    with pytest.raises(vgg.VGGWeightsError, match="holds VGG-16 weights, but VGG-19 is needed"):
+        vgg.load_features(path, 19, ["pool1"])
+    with pytest.raises(vgg.MissingWeightsError, match="--config.loss.vgg_path=DIR/vgg16.npz"):
+        vgg.load_features("", 16, ["pool1"], config_flag="--config.loss.vgg_path")

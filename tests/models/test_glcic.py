@@ -1,4 +1,5 @@
 """Tests for the GLCIC networks (inpaint_jax.models.glcic)."""
+import functools
 import math
 
 import jax
@@ -39,8 +40,14 @@ GLOBAL_PARAMS_256 = 25_806_400
 CONTEXT_PARAMS = 45_060_225
 RECEPTIVE_FIELD = 303
 
-NET = glcic.CompletionNetwork()
+# The paper's geometry at 1/16 of the channels: what the tests that compute run.
+NET = glcic.CompletionNetwork(width_multiplier=1 / 16)
+PAPER_NET = glcic.CompletionNetwork()  # shapes only (jax.eval_shape): nothing is computed
 apply_eval = jax.jit(lambda variables, image, mask: NET.apply(variables, image, mask, train=False))
+apply_train = jax.jit(
+    lambda variables, image, mask: NET.apply(variables, image, mask, train=True, mutable=["batch_stats"])
+)
+TINY_WIDTH = 1 / 16
 
 
 def _random_batch(seed, height, width, batch=1):
@@ -63,8 +70,16 @@ def _constant_variables(module, *inputs):
 
 @pytest.fixture(scope="module")
 def completion_variables():
+    """Variables of the 1/16-width NET, initialised in one compiled call."""
     image, mask = _random_batch(0, 32, 32)
-    return jax.jit(NET.init, static_argnames="train")(jax.random.key(0), image, mask, train=False)
+    return jax.jit(NET.init, static_argnames="train")(jax.random.key(0, impl="rbg"), image, mask, train=False)
+
+
+@pytest.fixture(scope="module")
+def paper_shapes():
+    """Shapes of the paper-width network's variables (nothing computed)."""
+    image, mask = _random_batch(0, 32, 32)
+    return jax.eval_shape(lambda: PAPER_NET.init(jax.random.key(0), image, mask, train=False))
 
 
 # ---------------------------------------------------------------- completion network
@@ -74,10 +89,12 @@ def test_layer_table_is_the_papers():
     table = [(l.kind, l.kernel, l.stride, l.dilation, l.features) for l in glcic.COMPLETION_LAYERS]
     assert table == PAPER_COMPLETION_TABLE
     assert glcic.COMPLETION_SIZE_MULTIPLE == 4
+    # Inference pads inputs to the network's size multiple: the two strided convolutions.
+    assert PAPER_NET.size_multiple == NET.size_multiple == layers.size_multiple(glcic.COMPLETION_LAYERS) == 4
 
 
-def test_kernel_shapes_follow_the_table_in_order(completion_variables):
-    params = completion_variables["params"]
+def test_kernel_shapes_follow_the_table_in_order(paper_shapes):
+    params = paper_shapes["params"]
     assert list(params) == LAYER_NAMES
     in_channels = 4  # RGB + mask
     for name, (_, kernel, _, _, features) in zip(LAYER_NAMES, PAPER_COMPLETION_TABLE):
@@ -87,10 +104,13 @@ def test_kernel_shapes_follow_the_table_in_order(completion_variables):
     assert all("norm" in params[name] for name in LAYER_NAMES[:-1])
 
 
-def test_layer_output_sizes_follow_the_strides(completion_variables):
+def test_layer_output_sizes_follow_the_strides(paper_shapes):
     image, mask = _random_batch(1, 32, 48)
-    _, state = NET.apply(
-        completion_variables, image, mask, train=False, capture_intermediates=True, mutable=["intermediates"]
+    _, state = jax.eval_shape(
+        lambda variables: PAPER_NET.apply(
+            variables, image, mask, train=False, capture_intermediates=True, mutable=["intermediates"]
+        ),
+        paper_shapes,
     )
     height, width = 32, 48
     for name, (kind, _, stride, _, features) in zip(LAYER_NAMES, PAPER_COMPLETION_TABLE):
@@ -110,7 +130,7 @@ def test_completion_parameter_count():
         in_channels = features
     assert total == COMPLETION_PARAMS
     image, mask = _random_batch(0, 256, 256)
-    variables = jax.eval_shape(lambda: NET.init(jax.random.key(0), image, mask, train=False))
+    variables = jax.eval_shape(lambda: PAPER_NET.init(jax.random.key(0), image, mask, train=False))
     assert _param_count(variables["params"]) == COMPLETION_PARAMS
 
 
@@ -156,23 +176,28 @@ def test_hole_content_is_invisible_to_the_network(completion_variables):
 def test_network_input_is_the_filled_image_and_the_mask(completion_variables):
     image, mask = _random_batch(5, 32, 32)
     fill_value = (0.1, 0.6, 0.3)
-    seen = []
 
-    def record_first_layer_input(next_fun, args, kwargs, context):
-        if context.module.name == "layer01" and context.method_name == "__call__":
-            seen.append(args[0])
-        return next_fun(*args, **kwargs)
+    @jax.jit
+    def first_layer_input(variables, image, mask):
+        seen = []
 
-    with nn.intercept_methods(record_first_layer_input):
-        glcic.CompletionNetwork(fill_value=fill_value).apply(completion_variables, image, mask, train=False)
-    (network_input,) = seen
+        def record_first_layer_input(next_fun, args, kwargs, context):
+            if context.module.name == "layer01" and context.method_name == "__call__":
+                seen.append(args[0])
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(record_first_layer_input):
+            NET.clone(fill_value=fill_value).apply(variables, image, mask, train=False)
+        return seen
+
+    (network_input,) = first_layer_input(completion_variables, image, mask)
     assert network_input.shape == (1, 32, 32, 4)
     hole = np.asarray(mask[0, ..., 0]) == 1
     rgb = np.asarray(network_input[0, ..., :3])
     np.testing.assert_array_equal(rgb[hole], np.broadcast_to(np.float32(fill_value), rgb[hole].shape))
     np.testing.assert_array_equal(rgb[~hole], np.asarray(image[0])[~hole])
     np.testing.assert_array_equal(network_input[..., 3:], mask)
-    assert NET.fill_value == layers.IMAGENET_MEAN_RGB
+    assert PAPER_NET.fill_value == layers.IMAGENET_MEAN_RGB
 
 
 def test_composite_of_a_prediction_keeps_known_pixels_bit_exact(completion_variables):
@@ -186,7 +211,7 @@ def test_composite_of_a_prediction_keeps_known_pixels_bit_exact(completion_varia
 
 def test_train_mode_updates_every_batch_norm(completion_variables):
     image, mask = _random_batch(7, 32, 32, batch=2)
-    _, updated = NET.apply(completion_variables, image, mask, train=True, mutable=["batch_stats"])
+    _, updated = apply_train(completion_variables, image, mask)
     assert list(updated["batch_stats"]) == LAYER_NAMES[:-1]
     for name in LAYER_NAMES[:-1]:
         old, new = completion_variables["batch_stats"][name]["norm"], updated["batch_stats"][name]["norm"]
@@ -315,21 +340,32 @@ def test_discriminator_parameter_counts_at_paper_sizes():
     assert _param_count(context_vars["params"]) == CONTEXT_PARAMS
 
 
+CONTEXT = glcic.ContextDiscriminator(width_multiplier=TINY_WIDTH)
+context_eval = jax.jit(functools.partial(CONTEXT.apply, train=False))
+
+
 @pytest.fixture(scope="module")
 def tiny_context():
+    """A 1/16-width context discriminator's variables on tiny patches and images."""
     rng = np.random.default_rng(9)
     patch = jnp.asarray(rng.uniform(size=(3, 32, 32, 3)).astype(np.float32))
     image = jnp.asarray(rng.uniform(size=(3, 64, 64, 3)).astype(np.float32))
-    init = jax.jit(glcic.ContextDiscriminator().init, static_argnames="train")
-    return init(jax.random.key(0), patch, image, train=False), patch, image
+    init = jax.jit(CONTEXT.init, static_argnames="train")
+    return init(jax.random.key(0, impl="rbg"), patch, image, train=False), patch, image
 
 
-@pytest.mark.parametrize("branch, module", [("local", glcic.LocalDiscriminator()), ("global", glcic.GlobalDiscriminator())])
+@pytest.mark.parametrize(
+    "branch, module",
+    [("local", glcic.LocalDiscriminator(width_multiplier=TINY_WIDTH)),
+     ("global", glcic.GlobalDiscriminator(width_multiplier=TINY_WIDTH))],
+)
 def test_discriminator_vectors_on_tiny_inputs(tiny_context, branch, module):
     context_variables, patch, image = tiny_context
     # The context discriminator's branches are plain Local/Global discriminators.
     variables = {collection: tree[branch] for collection, tree in context_variables.items()}
-    out = module.apply(variables, patch if branch == "local" else image, train=False)
+    out = jax.jit(functools.partial(module.apply, train=False))(
+        variables, patch if branch == "local" else image
+    )
     assert out.shape == (3, 1024) and out.dtype == jnp.float32
     assert np.all(np.asarray(out) >= 0)  # ReLU after the FC-1024
     assert set(variables["params"]) == {f"conv{i}" for i in range(1, len(module.conv_features) + 1)} | {"fc"}
@@ -337,18 +373,20 @@ def test_discriminator_vectors_on_tiny_inputs(tiny_context, branch, module):
 
 def test_context_discriminator_gives_one_logit_per_image_from_both_inputs(tiny_context):
     variables, patch, image = tiny_context
-    logits = glcic.ContextDiscriminator().apply(variables, patch, image, train=False)
+    logits = context_eval(variables, patch, image)
     assert logits.shape == (3,) and logits.dtype == jnp.float32
     assert set(variables["params"]) == {"local", "global", "classifier"}
-    other_patch = glcic.ContextDiscriminator().apply(variables, 1 - patch, image, train=False)
-    other_image = glcic.ContextDiscriminator().apply(variables, patch, 1 - image, train=False)
+    other_patch = context_eval(variables, 1 - patch, image)
+    other_image = context_eval(variables, patch, 1 - image)
     assert not np.allclose(other_patch, logits)
     assert not np.allclose(other_image, logits)
 
 
 def test_context_discriminator_updates_batch_stats_in_train_mode(tiny_context):
     variables, patch, image = tiny_context
-    _, updated = glcic.ContextDiscriminator().apply(variables, patch, image, train=True, mutable=["batch_stats"])
+    _, updated = jax.jit(
+        lambda variables: CONTEXT.apply(variables, patch, image, train=True, mutable=["batch_stats"])
+    )(variables)
     for branch, depth in (("local", 5), ("global", 6)):
         for index in range(1, depth + 1):
             old = variables["batch_stats"][branch][f"conv{index}"]["norm"]["mean"]
@@ -359,11 +397,11 @@ def test_context_discriminator_updates_batch_stats_in_train_mode(tiny_context):
 def test_context_discriminator_rejects_mismatched_batches(tiny_context):
     variables, patch, image = tiny_context
     with pytest.raises(InputShapeError, match="one local patch per global image, got 2 patches and 3"):
-        glcic.ContextDiscriminator().apply(variables, patch[:2], image, train=False)
+        CONTEXT.apply(variables, patch[:2], image, train=False)
 
 
 def test_discriminator_rejects_non_rgb_input():
-    with pytest.raises(InputShapeError, match=r"LocalDiscriminator expects an RGB batch"):
+    with pytest.raises(InputShapeError, match=r"LocalDiscriminator expects an RGB image batch of shape \(N, H, W, 3\)"):
         glcic.LocalDiscriminator().init(jax.random.key(0), jnp.zeros((1, 32, 32, 4)), train=False)
 
 

@@ -68,6 +68,14 @@ def test_check_image_and_mask_explains_what_is_wrong(image_shape, mask_shape, me
         )
 
 
+def test_check_rgb_batch_names_the_model_and_the_expected_shape():
+    layers.check_rgb_batch(jnp.zeros((2, 5, 7, 3)), "Net")
+    for shape in ((5, 7, 3), (2, 5, 7, 1), (2, 5, 7, 4)):
+        with pytest.raises(InputShapeError, match=r"Net expects an RGB image batch of shape "
+                                                  r"\(N, 64, 64, 3\), got \(" + str(shape[0])):
+            layers.check_rgb_batch(jnp.zeros(shape), "Net", "(N, 64, 64, 3)")
+
+
 def test_check_image_and_mask_accepts_valid_input():
     layers.check_image_and_mask(
         jnp.zeros((2, 8, 12, 3)), jnp.zeros((2, 8, 12, 1)), size_multiple=4, model_name="Net"
@@ -345,14 +353,19 @@ def test_subpixel_conv_transpose_equals_flax_conv_transpose_with_gradients(kerne
     weights = jnp.asarray(rng.normal(size=(input_shape[0], stride * height, stride * width, 6)))
 
     def loss(module, variables, x):
-        return jnp.sum(module.apply(variables, x) * weights)
+        out = module.apply(variables, x)
+        return jnp.sum(out * weights), out
 
-    expected_out = theirs.apply(variables, x)
-    out = ours.apply(variables, x)
+    def output_and_grads(module):
+        """(output, (d loss / d variables, d loss / d x)) in one compiled call."""
+        grad = jax.grad(functools.partial(loss, module), argnums=(0, 1), has_aux=True)
+        grads, out = jax.jit(grad)(variables, x)
+        return out, grads
+
+    expected_out, expected_grads = output_and_grads(theirs)
+    out, grads = output_and_grads(ours)
     assert out.shape == expected_out.shape == (input_shape[0], stride * height, stride * width, 6)
     np.testing.assert_allclose(out, expected_out, rtol=1e-5, atol=1e-5)
-    expected_grads = jax.grad(functools.partial(loss, theirs), argnums=(0, 1))(variables, x)
-    grads = jax.grad(functools.partial(loss, ours), argnums=(0, 1))(variables, x)
     for name in ("kernel", "bias"):
         np.testing.assert_allclose(
             grads[0]["params"][name], expected_grads[0]["params"][name], rtol=1e-5, atol=1e-4
@@ -413,8 +426,14 @@ def _model_case(name):
 @pytest.mark.parametrize("name", ["glcic", "context_encoder", "pggan_transposed"])
 def test_models_with_transposed_convolutions_keep_their_checkpoint_layout_and_outputs(name, monkeypatch):
     model, image, mask, transposed_layers = _model_case(name)
-    ours = model.init(jax.random.key(3), image, mask, train=False)
-    ours_out = model.apply(ours, image, mask, train=False)
+
+    def init_and_apply():
+        """(variables, eval-mode output), each from one compiled call (traced now, not cached)."""
+        variables = jax.jit(lambda key: model.init(key, image, mask, train=False))(jax.random.key(3))
+        output = jax.jit(lambda v: model.apply(v, image, mask, train=False))(variables)
+        return variables, output
+
+    ours, ours_out = init_and_apply()
     calls = []
 
     def flax_conv_transpose(*args, **kwargs):
@@ -422,9 +441,8 @@ def test_models_with_transposed_convolutions_keep_their_checkpoint_layout_and_ou
         return _flax_conv_transpose(*args, **kwargs)
 
     monkeypatch.setattr(layers, "SubpixelConvTranspose", flax_conv_transpose)
-    theirs = model.init(jax.random.key(3), image, mask, train=False)
-    assert len(calls) == transposed_layers
-    theirs_out = model.apply(theirs, image, mask, train=False)
+    theirs, theirs_out = init_and_apply()
+    assert len(calls) == 2 * transposed_layers  # traced by init, then by apply
     # Same names, shapes and (same-seed) initial values: checkpoints of either load in the other.
     assert jax.tree.structure(ours) == jax.tree.structure(theirs)
     jax.tree.map(np.testing.assert_array_equal, ours, theirs)

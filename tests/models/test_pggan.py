@@ -350,8 +350,17 @@ def test_interpolated_and_transposed_upsampling():
         generator = _tiny(num_blocks=1, upsampling=upsampling)
         variables = _variables(generator, image, mask)
         module_types.clear()
-        with nn.intercept_methods(record):
-            outputs[upsampling] = generator.apply(variables, image, mask, train=False)
+
+        @jax.jit
+        def forward(variables, generator=generator):
+            """The output and every stage's (input, output), from one compiled call."""
+            stage_io.clear()
+            with nn.intercept_methods(record):
+                output = generator.apply(variables, image, mask, train=False)
+            return output, dict(stage_io)
+
+        outputs[upsampling], traced_io = forward(variables)
+        stage_io.update(traced_io)
         names[upsampling] = set(variables["params"])
         assert (layers.SubpixelConvTranspose in module_types) == (upsampling == "transposed")
         block_output = stage_io["block1"][1]
@@ -560,7 +569,7 @@ def test_patch_logit_receptive_field_by_gradient_support():
         (
             pggan.PGGANDiscriminator,
             (1, 64, 64, 4),
-            r"PGGANDiscriminator expects an RGB batch of shape \(N, H, W, 3\)",
+            r"PGGANDiscriminator expects an RGB image batch of shape \(N, H, W, 3\)",
         ),
         (pggan.PGGANDiscriminator, (1, 96, 96, 3), "multiples of 64, got 96x96"),
         (
